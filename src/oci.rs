@@ -1,0 +1,117 @@
+//! The registry API grammar: request paths under `/v2/`, repository names, and OCI error bodies.
+//!
+//! Everything here is hand-written string splitting: it runs on every request, so it stays off
+//! regexes and allocates nothing.
+
+/// The longest repository name a registry accepts (distribution's limit).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// What the part of a path after `/v2/` addresses.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    /// `/v2/`: the API version check ("ping").
+    Ping,
+    /// A repository endpoint: `name` is the repository, `rest` the endpoint after it, starting
+    /// with `/` (`/manifests/latest`, `/blobs/uploads/`, `/tags/list`, `/referrers/<digest>`).
+    Repository { name: &'a str, rest: &'a str },
+    /// Anything else under `/v2/` (`_catalog`, unknown shapes): not about one repository.
+    Other,
+}
+
+/// Splits the path after `/v2/` (without query) into repository name and endpoint.
+///
+/// Names may contain `/` and even components called `manifests` or `blobs`, so the endpoint is
+/// recognised from the right, as distribution's router does: `<kind>/<reference>` for
+/// manifests, blobs, tags and referrers, or `blobs/uploads/[<id>]`.
+pub fn parse_endpoint(after_v2: &str) -> Endpoint<'_> {
+    if after_v2.is_empty() {
+        return Endpoint::Ping;
+    }
+    match split_repository(after_v2) {
+        Some((name, rest)) => Endpoint::Repository { name, rest },
+        None => Endpoint::Other,
+    }
+}
+
+fn split_repository(p: &str) -> Option<(&str, &str)> {
+    const UPLOADS: &str = "/blobs/uploads";
+    let (head, reference) = p.rsplit_once('/')?;
+    let (name, kind) = head.rsplit_once('/').unwrap_or(("", head));
+    let is_kind = matches!(kind, "manifests" | "blobs" | "tags" | "referrers");
+    if is_kind && !name.is_empty() && !reference.is_empty() {
+        return Some((name, &p[name.len()..]));
+    }
+    let name = head.strip_suffix(UPLOADS)?;
+    (!name.is_empty()).then(|| (name, &p[name.len()..]))
+}
+
+/// Whether `name` is a repository name by the OCI distribution grammar, within
+/// [`MAX_NAME_LEN`]: `/`-separated components of `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_LEN && name.split('/').all(is_valid_component)
+}
+
+/// Whether `component` is one path component of a repository name (also the grammar of a
+/// Harbor project name).
+pub fn is_valid_component(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !(bytes.first().is_some_and(alnum) && bytes.last().is_some_and(alnum)) {
+        return false;
+    }
+    // First and last bytes are alphanumeric, so every separator run sits between two of them.
+    bytes.split(alnum).all(|separator| {
+        matches!(separator, b"" | b"." | b"_" | b"__") || separator.iter().all(|&b| b == b'-')
+    })
+}
+
+/// The first component of a repository name and whether more components follow.
+pub fn first_component(name: &str) -> (&str, bool) {
+    match name.split_once('/') {
+        Some((first, _)) => (first, true),
+        None => (name, false),
+    }
+}
+
+/// The OCI distribution error codes the filter answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 400: the repository name is not valid.
+    NameInvalid,
+    /// 404: the repository (here: the upstream registry) is not known.
+    NameUnknown,
+    /// 403: access to the repository is denied.
+    Denied,
+    /// 405 or 400: the operation is not supported.
+    Unsupported,
+}
+
+impl ErrorCode {
+    /// The code as it appears in the error body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NameInvalid => "NAME_INVALID",
+            ErrorCode::NameUnknown => "NAME_UNKNOWN",
+            ErrorCode::Denied => "DENIED",
+            ErrorCode::Unsupported => "UNSUPPORTED",
+        }
+    }
+}
+
+/// An OCI error body: `{"errors":[{"code":"...","message":"..."}]}`.
+pub fn error_body(code: ErrorCode, message: &str) -> String {
+    serde_json::json!({"errors": [{"code": code.as_str(), "message": message}]}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_escapes_the_message() {
+        assert_eq!(
+            error_body(ErrorCode::Denied, r#"name "a" denied"#),
+            r#"{"errors":[{"code":"DENIED","message":"name \"a\" denied"}]}"#
+        );
+    }
+}

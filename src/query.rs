@@ -1,0 +1,131 @@
+//! The `ns` query parameter that containerd adds to every mirror request.
+//!
+//! containerd writes `?ns=<registry host>` with Go's `url.Values.Encode`, so the value may be
+//! percent-encoded (`localhost%3A5000`). The filter reads it and forwards every other byte of
+//! the query untouched.
+
+use std::borrow::Cow;
+use std::fmt;
+
+const NS: &str = "ns";
+
+/// Why the `ns` parameter could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NsError {
+    /// `ns=` with nothing after it.
+    Empty,
+    /// A `%` not followed by two hex digits, or bytes that are not UTF-8 once decoded.
+    BadEncoding,
+    /// Several `ns` parameters naming different registries.
+    Conflicting,
+}
+
+impl fmt::Display for NsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NsError::Empty => "empty ns parameter",
+            NsError::BadEncoding => "ns parameter is not valid percent-encoded UTF-8",
+            NsError::Conflicting => "ns parameters name different registries",
+        })
+    }
+}
+
+/// The decoded value of the `ns` parameter, if the query has one.
+pub fn find_ns(query: &str) -> Result<Option<Cow<'_, str>>, NsError> {
+    let mut found: Option<Cow<'_, str>> = None;
+    for value in ns_values(query) {
+        let value = percent_decode(value)?;
+        if value.is_empty() {
+            return Err(NsError::Empty);
+        }
+        match &found {
+            Some(previous) if *previous != value => return Err(NsError::Conflicting),
+            Some(_) => {}
+            None => found = Some(value),
+        }
+    }
+    Ok(found)
+}
+
+/// Whether the query carries an `ns` parameter.
+pub fn has_ns(query: &str) -> bool {
+    ns_values(query).next().is_some()
+}
+
+/// Appends `query` to `out` without its `ns` parameters, prefixed with `?` unless nothing is
+/// left. Every other parameter keeps its bytes and order.
+pub fn push_without_ns(out: &mut String, query: &str) {
+    let mut separator = '?';
+    for pair in query.split('&').filter(|pair| !is_ns(pair)) {
+        out.push(separator);
+        out.push_str(pair);
+        separator = '&';
+    }
+}
+
+fn ns_values(query: &str) -> impl Iterator<Item = &str> {
+    query
+        .split('&')
+        .filter(|pair| is_ns(pair))
+        .map(|pair| pair.split_once('=').map_or("", |(_, value)| value))
+}
+
+fn is_ns(pair: &str) -> bool {
+    pair.split_once('=').map_or(pair, |(key, _)| key) == NS
+}
+
+fn percent_decode(value: &str) -> Result<Cow<'_, str>, NsError> {
+    if !value.contains(['%', '+']) {
+        return Ok(Cow::Borrowed(value));
+    }
+    let mut bytes = Vec::with_capacity(value.len());
+    let mut rest = value.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        match b {
+            b'+' => bytes.push(b' '),
+            b'%' => {
+                let (hex, tail) = rest.split_at_checked(2).ok_or(NsError::BadEncoding)?;
+                let hex = std::str::from_utf8(hex).map_err(|_| NsError::BadEncoding)?;
+                bytes.push(u8::from_str_radix(hex, 16).map_err(|_| NsError::BadEncoding)?);
+                rest = tail;
+            }
+            _ => bytes.push(b),
+        }
+    }
+    String::from_utf8(bytes).map(Cow::Owned).map_err(|_| NsError::BadEncoding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn without_ns(query: &str) -> String {
+        let mut out = String::new();
+        push_without_ns(&mut out, query);
+        out
+    }
+
+    #[test]
+    fn removes_only_ns() {
+        for (query, expected) in [
+            ("ns=docker.io", ""),
+            ("", "?"),
+            ("n=1&ns=quay.io&nsx=2&digest=sha256%3Aab", "?n=1&nsx=2&digest=sha256%3Aab"),
+            ("ns=a&ns=a", ""),
+            ("a=1&&b", "?a=1&&b"),
+        ] {
+            assert_eq!(without_ns(query), expected, "query {query:?}");
+        }
+    }
+
+    #[test]
+    fn decodes_ns() {
+        assert_eq!(find_ns("ns=localhost%3A5000"), Ok(Some("localhost:5000".into())));
+        assert_eq!(find_ns("a=b"), Ok(None));
+        assert_eq!(find_ns("ns="), Err(NsError::Empty));
+        assert_eq!(find_ns("ns=%zz"), Err(NsError::BadEncoding));
+        assert_eq!(find_ns("ns=%ff"), Err(NsError::BadEncoding));
+        assert_eq!(find_ns("ns=a&ns=b"), Err(NsError::Conflicting));
+    }
+}

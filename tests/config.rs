@@ -1,0 +1,84 @@
+//! Configuration errors: each mistake is refused with the field, key and value it is about.
+//! Runs natively and under wasm-bindgen-test.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use harbor_mirror::Config;
+
+fn error_of(json: &str) -> String {
+    match Config::from_json(json.as_bytes()) {
+        Ok(_) => panic!("accepted: {json}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn mistakes_are_named_by_field_key_and_value() {
+    let rows: &[(&str, &str)] = &[
+        ("", "configuration: is empty"),
+        ("{", "configuration: EOF while parsing an object"),
+        (r#"{"registries": {}}"#, "registries: at least one registry is required"),
+        (r#"{"registries": {"docker.io": {}}, "registry": 1}"#, "configuration: unknown field `registry`"),
+        (r#"{"registries": {"docker.io": {"projct": "p"}}}"#, r#"registries["docker.io"]: unknown field `projct`"#),
+        (r#"{"registries": {"docker.io": {}, "docker.io": {}}}"#, r#"duplicate key "docker.io""#),
+        (r#"{"registries": {"Docker.io": {}}}"#, r#"registries["Docker.io"]: a registry key is a lower-case host name"#),
+        (r#"{"registries": {"index.docker.io": {}}}"#, r#"registries["index.docker.io"]: use "docker.io" for Docker Hub"#),
+        (r#"{"registries": {"docker.io": {"project": ""}}}"#, r#"registries["docker.io"].project: must not be empty"#),
+        (r#"{"registries": {"docker.io": {"project": "Hub Proxy"}}}"#, r#"registries["docker.io"].project: "Hub Proxy" is not a valid Harbor project name"#),
+        (r#"{"registries": {"quay.io": {"rewrite": {"(": "x"}}}}"#, r#"registries["quay.io"].rewrite["("]: "#),
+        (r#"{"registries": {"quay.io": {"rewrite": {"^a/(.*)$": "p/$1x"}}}}"#, r#"registries["quay.io"].rewrite["^a/(.*)$"]: the replacement refers to ${1x}"#),
+        (r#"{"registries": {"quay.io": {"rewrite": {"^a/(.*)$": "p/$2"}}}}"#, r#"registries["quay.io"].rewrite["^a/(.*)$"]: the replacement refers to ${2}"#),
+        (r#"{"registries": {"quay.io": {"rewrite": {"^a$": ""}}}}"#, r#"registries["quay.io"].rewrite["^a$"]: the replacement must not be empty"#),
+        (r#"{"registries": {"quay.io": {"allow": ["[z-a]"]}}}"#, r#"registries["quay.io"].allow[0]: "#),
+        (r#"{"registries": {"quay.io": {"deny": ["ok", "*"]}}}"#, r#"registries["quay.io"].deny[1]: "#),
+        (r#"{"registries": {"quay.io": {}}, "default_registry": "docker.io"}"#, r#"default_registry: "docker.io" is not one of the configured registries"#),
+        (r#"{"registries": {"quay.io": {"hosts": ["m"]}, "ghcr.io": {"hosts": ["M"]}}}"#, r#"registries["ghcr.io"].hosts["M"]: duplicate host, already used by registries["quay.io"]"#),
+        (r#"{"registries": {"quay.io": {"hosts": ["m:5000"]}}}"#, r#"registries["quay.io"].hosts["m:5000"]: a host is a host name without port"#),
+        (r#"{"registries": {"quay.io": {"aliases": ["q"]}, "ghcr.io": {"aliases": ["q"]}}}"#, r#"registries["ghcr.io"].aliases["q"]: duplicate alias, already used by registries["quay.io"]"#),
+        (r#"{"registries": {"quay.io": {}, "ghcr.io": {"aliases": ["quay.io"]}}}"#, r#"registries["ghcr.io"].aliases["quay.io"]: duplicate alias"#),
+        (r#"{"registries": {"quay.io": {"aliases": ["v2"]}}}"#, r#"registries["quay.io"].aliases["v2"]: an alias is one path segment"#),
+        (r#"{"registries": {"quay.io": {}}, "passthrough_projects": ["ok", "a/b"]}"#, r#"passthrough_projects[1]: "a/b" is not a valid Harbor project name"#),
+        (r#"{"registries": {"quay.io": {}}, "read_only": "yes"}"#, "configuration: invalid type: string \"yes\", expected a boolean"),
+    ];
+    for (json, expected) in rows {
+        let error = error_of(json);
+        assert!(error.contains(expected), "config {json}\n  error {error}\n  wanted {expected}");
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+}
+
+#[test]
+fn the_contract_example_compiles_with_its_defaults() {
+    let config = Config::from_json(
+        br#"{
+          "registries": {
+            "docker.io": {
+              "project": "dockerhub-proxy",
+              "hosts": ["docker.mirror.example.com"],
+              "aliases": ["dockerhub"],
+              "rewrite": {"^ksd-test/(.*)$": "production/$1"},
+              "allow": ["^library/"],
+              "deny": ["^library/evil$"]
+            },
+            "quay.io": {"project": "quay-proxy"}
+          },
+          "default_registry": "docker.io",
+          "passthrough_projects": ["production"]
+        }"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.read_only);
+    assert!(!config.debug_header);
+    let keys: Vec<&str> = config.registries().iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["docker.io", "quay.io"]);
+    assert!(config.is_project("production") && config.is_project("quay-proxy") && !config.is_project("library"));
+}
+
+#[test]
+fn rewrite_rules_keep_document_order() {
+    let config = Config::from_json(br#"{"registries": {"docker.io": {"rewrite": {"^z/(.*)$": "p/$1", "^a/(.*)$": "p/${1}", "^m$": "p/m"}}}}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sources: Vec<&str> = config.registries()[0].rewrite.iter().map(|r| r.pattern.source.as_str()).collect();
+    assert_eq!(sources, ["^z/(.*)$", "^a/(.*)$", "^m$"]);
+}

@@ -1,0 +1,220 @@
+//! The request decision, one row per client behaviour. Runs natively (`cargo test`) and compiled
+//! to wasm32-unknown-unknown under node (wasm-bindgen-test).
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use harbor_mirror::{decide, Config, Decision, Request, Route};
+
+/// The configuration of the issue's contract, plus host routing for quay.io.
+const CONFIG: &str = r#"{
+  "registries": {
+    "docker.io": {
+      "project": "dockerhub-proxy",
+      "hosts": ["docker.mirror.example.com"],
+      "aliases": ["dockerhub"],
+      "rewrite": {"^ksd-test/(.*)$": "production/$1", "^team/(.*)$": "elsewhere/$1"},
+      "allow": ["^library/", "^ksd-test/", "^team/", "^bitnami/"],
+      "deny": ["^library/evil$"]
+    },
+    "quay.io": {"project": "quay-proxy", "hosts": ["quay.mirror.example.com", "localhost"]},
+    "ghcr.io": {"project": "ghcr-proxy"},
+    "localhost:5001": {"project": "local-proxy"},
+    "plain.example": {}
+  },
+  "default_registry": "docker.io",
+  "passthrough_projects": ["production"]
+}"#;
+
+#[derive(Debug)]
+enum Expect {
+    /// Mapped to a Harbor repository: forwarded with this path.
+    Rewrite(&'static str),
+    /// Forwarded with this path, no name mapping (alias or `ns` stripped).
+    PassAs(&'static str),
+    /// Forwarded untouched.
+    Pass,
+    /// Answered locally with this status and OCI code.
+    Refuse(u32, &'static str),
+}
+use Expect::*;
+
+fn check(config: &Config, rows: &[(&str, &str, &str, Expect)]) {
+    for (method, path, authority, expected) in rows {
+        let decision = decide(config, &Request { method, path, authority });
+        let ok = match (&decision, expected) {
+            (Decision::Forward { path: Some(p), route: Route::Mapped { .. } }, Rewrite(want)) => p == want,
+            (Decision::Forward { path: Some(p), route }, PassAs(want)) => p == want && !matches!(route, Route::Mapped { .. }),
+            (Decision::Forward { path: None, route }, Pass) => !matches!(route, Route::Mapped { .. }),
+            (Decision::Refuse(r), Refuse(status, code)) => r.status == *status && r.code.as_str() == *code,
+            _ => false,
+        };
+        assert!(ok, "{method} {path} (host {authority}): expected {expected:?}, got {decision:?}");
+    }
+}
+
+fn config() -> Config {
+    match Config::from_json(CONFIG.as_bytes()) {
+        Ok(config) => config,
+        Err(e) => panic!("test configuration: {e}"),
+    }
+}
+
+#[test]
+fn each_client_shape_reaches_its_project() {
+    check(&config(), &[
+        // docker `registry-mirrors`: plain paths, Docker Hub only.
+        ("GET", "/v2/library/alpine/manifests/3.19", "127.0.0.1:5000", Rewrite("/v2/dockerhub-proxy/library/alpine/manifests/3.19")),
+        ("HEAD", "/v2/library/alpine/manifests/3.19", "127.0.0.1:5000", Rewrite("/v2/dockerhub-proxy/library/alpine/manifests/3.19")),
+        ("GET", "/v2/library/alpine/blobs/sha256:abcd", "127.0.0.1:5000", Rewrite("/v2/dockerhub-proxy/library/alpine/blobs/sha256:abcd")),
+        // containerd hosts.toml: `?ns=` on every request.
+        ("GET", "/v2/library/alpine/manifests/3.19?ns=docker.io", "m", Rewrite("/v2/dockerhub-proxy/library/alpine/manifests/3.19")),
+        ("GET", "/v2/coreos/etcd/manifests/v3?ns=quay.io", "m", Rewrite("/v2/quay-proxy/coreos/etcd/manifests/v3")),
+        ("GET", "/v2/owner/app/blobs/sha256:ab?ns=ghcr.io", "m", Rewrite("/v2/ghcr-proxy/owner/app/blobs/sha256:ab")),
+        ("GET", "/v2/a/b/referrers/sha256:ab?artifactType=x&ns=ghcr.io", "m", Rewrite("/v2/ghcr-proxy/a/b/referrers/sha256:ab?artifactType=x")),
+        ("GET", "/v2/a/b/tags/list?n=10&ns=quay.io&last=c", "m", Rewrite("/v2/quay-proxy/a/b/tags/list?n=10&last=c")),
+        ("GET", "/v2/x/y/manifests/1?ns=localhost%3A5001", "m", Rewrite("/v2/local-proxy/x/y/manifests/1")),
+        ("GET", "/v2/library/alpine/manifests/1?ns=registry-1.docker.io", "m", Rewrite("/v2/dockerhub-proxy/library/alpine/manifests/1")),
+        ("GET", "/v2/library/alpine/manifests/1?ns=index.docker.io", "m", Rewrite("/v2/dockerhub-proxy/library/alpine/manifests/1")),
+        // containerd with an alias mirror URL: `/<alias>/v2/...`.
+        ("GET", "/quay.io/v2/a/b/manifests/1?ns=quay.io", "m", Rewrite("/v2/quay-proxy/a/b/manifests/1")),
+        ("GET", "/quay.io/v2/a/b/manifests/1", "m", Rewrite("/v2/quay-proxy/a/b/manifests/1")),
+        ("GET", "/dockerhub/v2/library/alpine/manifests/1", "m", Rewrite("/v2/dockerhub-proxy/library/alpine/manifests/1")),
+        ("GET", "/quay.io/v2/", "m", PassAs("/v2/")),
+        // podman / skopeo registries.conf: routed by host, else the default.
+        ("GET", "/v2/a/b/manifests/1", "quay.mirror.example.com", Rewrite("/v2/quay-proxy/a/b/manifests/1")),
+        ("GET", "/v2/a/b/manifests/1", "LocalHost:5000", Rewrite("/v2/quay-proxy/a/b/manifests/1")),
+        ("GET", "/v2/library/alpine/manifests/1", "docker.mirror.example.com:443", Rewrite("/v2/dockerhub-proxy/library/alpine/manifests/1")),
+    ]);
+}
+
+#[test]
+fn selection_order_is_ns_then_alias_then_host_then_default() {
+    check(&config(), &[
+        ("GET", "/quay.io/v2/a/b/manifests/1?ns=ghcr.io", "localhost", Rewrite("/v2/ghcr-proxy/a/b/manifests/1")),
+        ("GET", "/ghcr.io/v2/a/b/manifests/1", "localhost", Rewrite("/v2/ghcr-proxy/a/b/manifests/1")),
+        ("GET", "/v2/library/a/manifests/1", "localhost", Rewrite("/v2/quay-proxy/library/a/manifests/1")),
+        ("GET", "/v2/library/a/manifests/1", "other", Rewrite("/v2/dockerhub-proxy/library/a/manifests/1")),
+    ]);
+}
+
+#[test]
+fn no_registry_applies_without_a_default() {
+    let config = Config::from_json(br#"{"registries": {"quay.io": {"project": "q"}}}"#).unwrap_or_else(|e| panic!("{e}"));
+    check(&config, &[
+        ("GET", "/v2/a/b/manifests/1", "anything", Pass),
+        ("GET", "/v2/a/b/manifests/1?ns=quay.io", "anything", Rewrite("/v2/q/a/b/manifests/1")),
+    ]);
+}
+
+#[test]
+fn non_repository_requests_pass_unchanged() {
+    check(&config(), &[
+        ("GET", "/v2/", "m", Pass),
+        ("GET", "/v2", "m", Pass),
+        ("GET", "/v2/_catalog?n=10", "m", Pass),
+        ("GET", "/api/v2.0/projects", "m", Pass),
+        ("GET", "/service/token?scope=repository:library/alpine:pull", "m", Pass),
+        ("GET", "/", "m", Pass),
+        ("GET", "/unknown-alias/v2/a/b/manifests/1", "m", Pass),
+        ("GET", "/v2/library/alpine/manifests/", "m", Pass),
+        ("POST", "/c/login", "m", Pass),
+    ]);
+}
+
+#[test]
+fn names_already_under_a_project_pass() {
+    check(&config(), &[
+        ("GET", "/v2/dockerhub-proxy/library/alpine/manifests/1", "m", Pass),
+        ("GET", "/v2/quay-proxy/a/b/blobs/sha256:ab", "m", Pass),
+        ("GET", "/v2/production/app/manifests/1", "m", Pass),
+        // Replayed Location URL: containerd appends ns again; the filter strips it.
+        ("GET", "/v2/dockerhub-proxy/library/alpine/blobs/sha256:ab?ns=docker.io", "m", PassAs("/v2/dockerhub-proxy/library/alpine/blobs/sha256:ab")),
+        ("GET", "/quay.io/v2/quay-proxy/a/b/manifests/1", "m", PassAs("/v2/quay-proxy/a/b/manifests/1")),
+        // A single-segment name equal to a project is a Docker Hub image, not a prefix.
+        ("GET", "/v2/production/manifests/1", "m", Rewrite("/v2/dockerhub-proxy/library/production/manifests/1")),
+    ]);
+}
+
+#[test]
+fn docker_hub_single_segment_names_get_library() {
+    check(&config(), &[
+        ("GET", "/v2/alpine/manifests/3.19", "m", Rewrite("/v2/dockerhub-proxy/library/alpine/manifests/3.19")),
+        ("GET", "/v2/alpine/manifests/3.19?ns=docker.io", "m", Rewrite("/v2/dockerhub-proxy/library/alpine/manifests/3.19")),
+        ("GET", "/v2/etcd/manifests/3?ns=quay.io", "m", Rewrite("/v2/quay-proxy/etcd/manifests/3")),
+    ]);
+}
+
+#[test]
+fn rewrite_rules_apply_in_document_order_on_the_client_name() {
+    check(&config(), &[
+        ("GET", "/v2/ksd-test/app/manifests/1?ns=docker.io", "m", Rewrite("/v2/production/app/manifests/1")),
+        ("GET", "/v2/ksd-test/a/b/blobs/sha256:ab", "m", Rewrite("/v2/production/a/b/blobs/sha256:ab")),
+        // A rule whose result lands outside every configured project is refused.
+        ("GET", "/v2/team/app/manifests/1", "m", Refuse(403, "DENIED")),
+        // A registry without project keeps unmatched names.
+        ("GET", "/v2/a/b/manifests/1?ns=plain.example", "m", Rewrite("/v2/a/b/manifests/1")),
+    ]);
+}
+
+#[test]
+fn refusals_carry_their_oci_code() {
+    check(&config(), &[
+        ("GET", "/v2/a/b/manifests/1?ns=gcr.io", "m", Refuse(404, "NAME_UNKNOWN")),
+        ("GET", "/v2/a/b/manifests/1?ns=", "m", Refuse(400, "UNSUPPORTED")),
+        ("GET", "/v2/a/b/manifests/1?ns=quay.io&ns=ghcr.io", "m", Refuse(400, "UNSUPPORTED")),
+        ("GET", "/v2/library/evil/manifests/1", "m", Refuse(403, "DENIED")),
+        ("GET", "/v2/evil/manifests/1", "m", Refuse(403, "DENIED")),
+        ("GET", "/v2/someone/app/manifests/1", "m", Refuse(403, "DENIED")),
+        ("GET", "/v2/Library/Alpine/manifests/1", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/v2/library/al..pine/manifests/1", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/v2/library//alpine/manifests/1", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/v2/library/al%2fpine/manifests/1", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/v2/-lead/x/manifests/1", "m", Refuse(400, "NAME_INVALID")),
+        ("PUT", "/v2/library/alpine/manifests/1", "m", Refuse(405, "UNSUPPORTED")),
+        ("POST", "/v2/library/alpine/blobs/uploads/", "m", Refuse(405, "UNSUPPORTED")),
+        ("PATCH", "/v2/library/alpine/blobs/uploads/abc", "m", Refuse(405, "UNSUPPORTED")),
+        ("DELETE", "/v2/library/alpine/manifests/sha256:ab", "m", Refuse(405, "UNSUPPORTED")),
+    ]);
+}
+
+#[test]
+fn name_length_is_checked_before_and_after_the_project() {
+    let at_limit = format!("/v2/library/{}/manifests/1", "a".repeat(255 - "library/".len()));
+    let over = format!("/v2/library/{}/manifests/1", "a".repeat(256 - "library/".len()));
+    for (path, status) in [(at_limit.as_str(), 400), (over.as_str(), 400)] {
+        match decide(&config(), &Request { method: "GET", path, authority: "m" }) {
+            Decision::Refuse(r) => assert_eq!(r.status, status, "{path}"),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    let fits = format!("/v2/library/{}/manifests/1", "a".repeat(255 - "dockerhub-proxy/library/".len()));
+    assert!(matches!(decide(&config(), &Request { method: "GET", path: &fits, authority: "m" }), Decision::Forward { path: Some(_), .. }));
+}
+
+#[test]
+fn writes_are_forwarded_when_not_read_only() {
+    let config = Config::from_json(br#"{"registries": {"docker.io": {"project": "p"}}, "default_registry": "docker.io", "read_only": false}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    check(&config, &[("POST", "/v2/library/a/blobs/uploads/?ns=docker.io", "m", Rewrite("/v2/p/library/a/blobs/uploads/"))]);
+}
+
+#[test]
+fn refusal_body_is_an_oci_error_naming_the_cause() {
+    match decide(&config(), &Request { method: "GET", path: "/v2/a/b/manifests/1?ns=gcr.io", authority: "m" }) {
+        Decision::Refuse(r) => assert_eq!(
+            r.body(),
+            r#"{"errors":[{"code":"NAME_UNKNOWN","message":"registry \"gcr.io\" (from ns) is not served by this mirror"}]}"#
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_decision_describes_itself_for_the_debug_header() {
+    let config = config();
+    let decision = decide(&config, &Request { method: "GET", path: "/v2/ksd-test/app/manifests/1?ns=docker.io", authority: "m" });
+    assert_eq!(decision.to_string(), r#"rewrote: registry=docker.io by=ns rule="^ksd-test/(.*)$" path=/v2/production/app/manifests/1"#);
+    let decision = decide(&config, &Request { method: "GET", path: "/v2/alpine/manifests/1", authority: "m" });
+    assert_eq!(decision.to_string(), "rewrote: registry=docker.io by=default rule=project path=/v2/dockerhub-proxy/library/alpine/manifests/1");
+}
