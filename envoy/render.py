@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Fill in an Envoy configuration from envoy/ for one run.
+
+Sets the listener address, the admin port, the `harbor` cluster's upstream (TLS with SNI for
+https, plain for http), the filter's .wasm path and, optionally, its plugin configuration (the
+file's text is passed through as it is, so a broken one reaches the filter). Prints YAML.
+"""
+import argparse
+import sys
+import urllib.parse
+
+import yaml
+
+WASM_FILTER = "envoy.filters.http.wasm"
+
+
+def wasm_plugins(config):
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                for http_filter in network_filter["typed_config"].get("http_filters", []):
+                    if http_filter["name"] == WASM_FILTER:
+                        yield http_filter["typed_config"]["config"]
+
+
+def set_upstream(config, url):
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        sys.exit(f"render.py: upstream {url!r} is not an http(s)://host[:port] URL")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "harbor"]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    endpoint["address"]["socket_address"] = {"address": parsed.hostname, "port_value": port}
+    if parsed.scheme == "https":
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": parsed.hostname,
+            },
+        }
+    else:
+        cluster.pop("transport_socket", None)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="an Envoy YAML configuration from envoy/")
+    parser.add_argument("--listen", help="HOST:PORT of the registry listener")
+    parser.add_argument("--admin-port", type=int)
+    parser.add_argument("--upstream", help="Harbor (or registry) URL, http(s)://host[:port]")
+    parser.add_argument("--wasm", help="path of harbor_mirror.wasm")
+    parser.add_argument("--plugin-config", help="file holding the filter's JSON configuration")
+    args = parser.parse_args()
+
+    with open(args.config) as f:
+        config = yaml.safe_load(f)
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+        listener = config["static_resources"]["listeners"][0]
+        listener["address"]["socket_address"] = {"address": host, "port_value": int(port)}
+    if args.admin_port:
+        config["admin"]["address"]["socket_address"]["port_value"] = args.admin_port
+    if args.upstream:
+        set_upstream(config, args.upstream)
+    plugin_config = None
+    if args.plugin_config:
+        with open(args.plugin_config) as f:
+            plugin_config = f.read()
+    for plugin in wasm_plugins(config):
+        if args.wasm:
+            plugin["vm_config"]["code"]["local"]["filename"] = args.wasm
+        if plugin_config is not None:
+            plugin["configuration"]["value"] = plugin_config
+    yaml.safe_dump(config, sys.stdout, sort_keys=False)
+
+
+if __name__ == "__main__":
+    main()
