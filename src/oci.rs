@@ -106,6 +106,8 @@ pub fn error_body(code: ErrorCode, message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn error_body_escapes_the_message() {

@@ -99,6 +99,8 @@ fn percent_decode(value: &str) -> Result<Cow<'_, str>, NsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn without_ns(query: &str) -> String {
         let mut out = String::new();
