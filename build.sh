@@ -153,7 +153,7 @@ cmd_test() {
   cmd_build
   install_envoy
   say "envoy --mode validate of every config in envoy/"
-  tests/validate_configs.sh "$ENVOY"
+  tests/validate_configs.sh "$ENVOY" "$PYTHON"
   say "end-to-end suite"
   install_apt docker-registry skopeo containerd podman docker.io curl jq
   ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM tests/e2e.sh

@@ -110,6 +110,54 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
+    fn endpoints_are_recognised_from_the_right() {
+        let repository = |name, rest| Endpoint::Repository { name, rest };
+        for (after_v2, expected) in [
+            ("", Endpoint::Ping),
+            ("_catalog", Endpoint::Other),
+            ("library/alpine/manifests/3.19", repository("library/alpine", "/manifests/3.19")),
+            ("a/blobs/sha256:ab", repository("a", "/blobs/sha256:ab")),
+            ("a/b/tags/list", repository("a/b", "/tags/list")),
+            ("a/b/referrers/sha256:ab", repository("a/b", "/referrers/sha256:ab")),
+            ("a/blobs/uploads/", repository("a", "/blobs/uploads/")),
+            ("a/blobs/uploads/some-id", repository("a", "/blobs/uploads/some-id")),
+            ("a/manifests/manifests/latest", repository("a/manifests", "/manifests/latest")),
+            ("x/blobs/blobs/uploads/id", repository("x/blobs", "/blobs/uploads/id")),
+            ("manifests/latest", Endpoint::Other),
+            ("a/manifests/", Endpoint::Other),
+            ("a/b/c", Endpoint::Other),
+        ] {
+            assert_eq!(parse_endpoint(after_v2), expected, "{after_v2:?}");
+        }
+    }
+
+    #[test]
+    fn names_follow_the_oci_grammar() {
+        for (name, valid) in [
+            ("library/alpine", true),
+            ("a", true),
+            ("a-b--c/d.e/f_g/h__i", true),
+            ("0", true),
+            ("", false),
+            ("A", false),
+            ("a/", false),
+            ("/a", false),
+            ("a//b", false),
+            ("a..b", false),
+            ("a___b", false),
+            ("a._b", false),
+            ("-a", false),
+            ("a-", false),
+            ("a%2fb", false),
+            ("a b", false),
+        ] {
+            assert_eq!(is_valid_name(name), valid, "{name:?}");
+        }
+        assert!(is_valid_name(&"a".repeat(MAX_NAME_LEN)));
+        assert!(!is_valid_name(&"a".repeat(MAX_NAME_LEN + 1)));
+    }
+
+    #[test]
     fn error_body_escapes_the_message() {
         assert_eq!(
             error_body(ErrorCode::Denied, r#"name "a" denied"#),
