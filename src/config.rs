@@ -341,6 +341,11 @@ impl Config {
         self.projects.contains(project)
     }
 
+    /// Whether `name` has more than one segment and its first is a project ([`Config::is_project`]).
+    pub fn is_under_project(&self, name: &str) -> bool {
+        matches!(oci::first_component(name), (first, true) if self.is_project(first))
+    }
+
     fn lookup(&self, table: &HashMap<String, usize>, name: &str) -> Option<&Registry> {
         let index = if name.bytes().any(|b| b.is_ascii_uppercase()) {
             table.get(&name.to_ascii_lowercase())

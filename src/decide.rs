@@ -215,13 +215,12 @@ impl RepositoryRequest<'_> {
         if let Err(why) = check_name(name) {
             return refuse(400, ErrorCode::NameInvalid, format!("invalid repository name: {why}"));
         }
-        let (first, more) = oci::first_component(name);
-        if more && config.is_project(first) {
+        if config.is_under_project(name) {
             let path = (self.aliased || has_ns).then(|| self.path(name));
             return Decision::Forward { path, route: Route::Prefixed };
         }
         let client_name: Cow<'_, str> =
-            if registry.is_docker_hub() && !more { Cow::Owned(format!("library/{name}")) } else { Cow::Borrowed(name) };
+            if registry.is_docker_hub() && !name.contains('/') { Cow::Owned(format!("library/{name}")) } else { Cow::Borrowed(name) };
         let client_name = client_name.as_ref();
         if let Some(rule) = registry.deny.iter().find(|rule| rule.is_match(client_name)) {
             return refuse(
@@ -302,8 +301,7 @@ fn check_target(config: &Config, registry: &Registry, client_name: &str, target:
                     format!("rewrite rule {source:?} of registry {} made {client_name} into an invalid name: {why}", registry.key),
                 ));
             }
-            let (first, more) = oci::first_component(rewritten);
-            if !(more && config.is_project(first)) {
+            if !config.is_under_project(rewritten) {
                 return Err(Refusal::new(
                     403,
                     ErrorCode::Denied,

@@ -47,11 +47,6 @@ pub fn find_ns(query: &str) -> Result<Option<Cow<'_, str>>, NsError> {
     Ok(found)
 }
 
-/// Whether the query carries an `ns` parameter.
-pub fn has_ns(query: &str) -> bool {
-    ns_values(query).next().is_some()
-}
-
 /// Appends `query` to `out` without its `ns` parameters, prefixed with `?` unless nothing is
 /// left. Every other parameter keeps its bytes and order.
 pub fn push_without_ns(out: &mut String, query: &str) {
