@@ -109,25 +109,16 @@ cmd_up() {
 harbor-mirror is serving $mirror in front of $upstream (Envoy admin on 127.0.0.1:$admin_port).
 
 docker (/etc/docker/daemon.json):
-  {"registry-mirrors": ["$mirror"]}
+$(daemon_json "$mirror" | sed 's/^/  /')
 
-containerd (/etc/containerd/certs.d/docker.io/hosts.toml; _default/hosts.toml for every registry):
-  server = "https://registry-1.docker.io"
-  [host."$mirror"]
-    capabilities = ["pull", "resolve"]
+containerd (/etc/containerd/certs.d/docker.io/hosts.toml; _default/hosts.toml without server for every registry):
+$(hosts_toml "$mirror" https://registry-1.docker.io | sed 's/^/  /')
 
 podman, CRI-O, skopeo (/etc/containers/registries.conf):
-  [[registry]]
-  prefix = "docker.io"
-  location = "docker.io"
-  [[registry.mirror]]
-  location = "$listen"
-  insecure = true
+$(registries_conf "$listen" | sed 's/^/  /')
 
 k3s / RKE2 (/etc/rancher/k3s/registries.yaml):
-  mirrors:
-    docker.io:
-      endpoint: ["$mirror"]
+$(k3s_registries_yaml "$mirror" | sed 's/^/  /')
 
 Try: skopeo inspect --tls-verify=false docker://$listen/library/alpine:3.19
 Ctrl-C stops everything this started. Envoy's log: $run/envoy.log

@@ -57,7 +57,7 @@ echo "envoy with harbor_mirror.wasm on $MIRROR, registry on $REGISTRY"
 # dockerd, with the README's daemon.json.
 DOCKER_SOCK=$WORK/docker/docker.sock
 mkdir -p "$WORK/docker"
-printf '{"registry-mirrors": ["http://%s"]}\n' "$MIRROR" >"$WORK/docker/daemon.json"
+daemon_json "http://$MIRROR" >"$WORK/docker/daemon.json"
 start_bg "$WORK/docker/dockerd.log" dockerd --config-file "$WORK/docker/daemon.json" \
   --data-root "$WORK/docker/data" --exec-root "$WORK/docker/exec" --pidfile "$WORK/docker/docker.pid" \
   -H "unix://$DOCKER_SOCK" --iptables=false --ip-masq=false --bridge=none --storage-driver=vfs
@@ -86,26 +86,13 @@ ctr_pull() { # ctr_pull HOSTS_DIR NAMESPACE REF
 ctr_digest() { # ctr_digest NAMESPACE REF
   ctr -a "$CONTAINERD_SOCK" -n "$1" images ls "name==$2" | awk 'NR == 2 {print $3}'
 }
-hosts_toml() { # hosts_toml DIR REGISTRY MIRROR_URL [SERVER]
+write_hosts_toml() { # write_hosts_toml DIR REGISTRY MIRROR_URL [SERVER]
   mkdir -p "$1/$2"
-  {
-    [ -z "${4:-}" ] || printf 'server = "%s"\n\n' "$4"
-    printf '[host."%s"]\n  capabilities = ["pull", "resolve"]\n' "$3"
-  } >"$1/$2/hosts.toml"
+  hosts_toml "$3" "${4:-}" >"$1/$2/hosts.toml"
 }
 
 # podman and skopeo: registries.conf with the mirror.
-cat >"$WORK/registries.conf" <<EOF
-unqualified-search-registries = ["docker.io"]
-
-[[registry]]
-prefix = "docker.io"
-location = "docker.io"
-
-[[registry.mirror]]
-location = "$MIRROR"
-insecure = true
-EOF
+registries_conf "$MIRROR" >"$WORK/registries.conf"
 podman_cli() {
   CONTAINERS_REGISTRIES_CONF=$WORK/registries.conf podman --root "$WORK/podman/root" \
     --runroot "$WORK/podman/run" --storage-driver vfs --cgroup-manager cgroupfs --events-backend file "$@"
@@ -183,7 +170,7 @@ case_docker_registry_mirror() {
 }
 
 case_containerd_docker_io_hosts_toml() {
-  hosts_toml "$WORK/hosts-docker" docker.io "http://$MIRROR" https://registry-1.docker.io
+  write_hosts_toml "$WORK/hosts-docker" docker.io "http://$MIRROR" https://registry-1.docker.io
   ctr_pull "$WORK/hosts-docker" docker-io docker.io/library/alpine:3.19
   expect_eq "ctr image digest" "$(ctr_digest docker-io docker.io/library/alpine:3.19)" "$ALPINE"
   registry_received 'GET|HEAD' /v2/dockerhub-proxy/library/alpine/manifests/3.19
@@ -191,7 +178,7 @@ case_containerd_docker_io_hosts_toml() {
 }
 
 case_containerd_default_hosts_toml_routes_by_ns() {
-  hosts_toml "$WORK/hosts-default" _default "http://$MIRROR"
+  write_hosts_toml "$WORK/hosts-default" _default "http://$MIRROR"
   ctr_pull "$WORK/hosts-default" default quay.io/coreos/etcd:v3.5
   ctr_pull "$WORK/hosts-default" default ghcr.io/owner/tool:1.0
   expect_eq "quay.io image digest" "$(ctr_digest default quay.io/coreos/etcd:v3.5)" "$ETCD"
@@ -203,7 +190,7 @@ case_containerd_default_hosts_toml_routes_by_ns() {
 
 case_containerd_alias_mirror_url() {
   # containerd appends /v2 to the mirror URL's path: requests arrive as /quay.io/v2/...
-  hosts_toml "$WORK/hosts-alias" quay.io "http://$MIRROR/quay.io"
+  write_hosts_toml "$WORK/hosts-alias" quay.io "http://$MIRROR/quay.io"
   ctr_pull "$WORK/hosts-alias" alias quay.io/coreos/etcd:v3.5
   expect_eq "ctr image digest" "$(ctr_digest alias quay.io/coreos/etcd:v3.5)" "$ETCD"
   registry_received 'GET|HEAD' /v2/quay-proxy/coreos/etcd/manifests/v3.5

@@ -89,3 +89,31 @@ start_envoy() {
   ENVOY_PID=$LAST_PID
   wait_for 60 "envoy (log: $log)" curl -sf "http://127.0.0.1:$admin_port/ready"
 }
+
+# Client configuration for a mirror: build.sh up prints these, and the e2e suite runs them.
+daemon_json() { # MIRROR_URL
+  printf '{"registry-mirrors": ["%s"]}\n' "$1"
+}
+
+hosts_toml() { # MIRROR_URL [SERVER]
+  [ -z "${2:-}" ] || printf 'server = "%s"\n\n' "$2"
+  printf '[host."%s"]\n  capabilities = ["pull", "resolve"]\n' "$1"
+}
+
+registries_conf() { # MIRROR_HOST:PORT
+  cat <<EOF
+unqualified-search-registries = ["docker.io"]
+
+[[registry]]
+prefix = "docker.io"
+location = "docker.io"
+
+[[registry.mirror]]
+location = "$1"
+insecure = true
+EOF
+}
+
+k3s_registries_yaml() { # MIRROR_URL
+  printf 'mirrors:\n  docker.io:\n    endpoint: ["%s"]\n' "$1"
+}
