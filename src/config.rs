@@ -93,6 +93,35 @@ struct WireConfig {
     read_only: bool,
     #[serde(default)]
     debug_header: bool,
+    /// Raw, so that its errors are reported under `auth`.
+    #[serde(default)]
+    auth: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireAuth {
+    #[serde(default = "default_rewrite_tokens")]
+    rewrite_tokens: bool,
+    #[serde(default)]
+    robot: Option<WireRobot>,
+    #[serde(default)]
+    cluster: Option<String>,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRobot {
+    username: String,
+    password: String,
+}
+
+fn default_rewrite_tokens() -> bool {
+    true
 }
 
 fn default_read_only() -> bool {
@@ -179,6 +208,47 @@ impl Registry {
     }
 }
 
+/// How the filter takes part in Harbor's token auth.
+#[derive(Debug)]
+pub struct Auth {
+    /// Pass-through mode: point Harbor's challenges back at this proxy and rewrite the scopes of
+    /// token requests. Off only to show what clients do without it.
+    pub rewrite_tokens: bool,
+    /// Managed mode: the filter fetches tokens with a robot account; clients stay anonymous.
+    pub managed: Option<Managed>,
+}
+
+/// Managed mode: a robot account the filter authenticates with.
+pub struct Managed {
+    /// The robot's name, for logs.
+    pub username: String,
+    /// `Basic <base64(username:password)>`, the only form the password is kept in.
+    pub authorization: String,
+    /// The Envoy cluster that reaches Harbor for out-of-band token requests.
+    pub cluster: String,
+    /// The `:authority` of those requests (Harbor's host name).
+    pub authority: String,
+    /// How long a token request may take before the client gets 503.
+    pub timeout_ms: u64,
+}
+
+impl fmt::Debug for Managed {
+    /// Never shows the credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Managed")
+            .field("username", &self.username)
+            .field("authorization", &"<redacted>")
+            .field("cluster", &self.cluster)
+            .field("authority", &self.authority)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// The default for `auth.timeout_ms`.
+pub const DEFAULT_TOKEN_TIMEOUT_MS: u64 = 5000;
+const MAX_TOKEN_TIMEOUT_MS: u64 = 60_000;
+
 /// The compiled, read-only configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -192,6 +262,8 @@ pub struct Config {
     pub read_only: bool,
     /// Add the `x-harbor-mirror` response header.
     pub debug_header: bool,
+    /// Token auth: pass-through rewriting and managed mode.
+    pub auth: Auth,
 }
 
 impl Config {
@@ -218,6 +290,13 @@ impl Config {
             default_registry: None,
             read_only: wire.read_only,
             debug_header: wire.debug_header,
+            auth: match wire.auth {
+                Some(raw) => compile_auth(
+                    serde_json::from_str(raw.get()).map_err(|e| ConfigError::new("auth", e))?,
+                    wire.read_only,
+                )?,
+                None => Auth { rewrite_tokens: true, managed: None },
+            },
         };
         for (index, project) in wire.passthrough_projects.iter().enumerate() {
             let at = format!("passthrough_projects[{index}]");
@@ -354,6 +433,53 @@ impl Config {
         };
         index.and_then(|&i| self.registries.get(i))
     }
+}
+
+fn compile_auth(wire: WireAuth, read_only: bool) -> Result<Auth, ConfigError> {
+    let managed = match wire.robot {
+        None => {
+            for (field, set) in [("cluster", wire.cluster.is_some()), ("authority", wire.authority.is_some()), ("timeout_ms", wire.timeout_ms.is_some())] {
+                if set {
+                    return Err(ConfigError::new(format!("auth.{field}"), "is only used with auth.robot (managed mode)"));
+                }
+            }
+            None
+        }
+        Some(robot) => {
+            if robot.username.is_empty() {
+                return Err(ConfigError::new("auth.robot.username", "must not be empty"));
+            }
+            if robot.username.contains(':') {
+                return Err(ConfigError::new("auth.robot.username", "must not contain ':' (Basic auth separates it from the password with ':')"));
+            }
+            if robot.password.is_empty() {
+                return Err(ConfigError::new("auth.robot.password", "must not be empty"));
+            }
+            if !read_only {
+                return Err(ConfigError::new("auth.robot", "managed mode pulls only; it needs read_only true"));
+            }
+            let required = |field: &str, value: Option<String>| match value {
+                Some(value) if !value.is_empty() && !value.bytes().any(|b| b.is_ascii_control() || b == b' ') => Ok(value),
+                Some(_) => Err(ConfigError::new(format!("auth.{field}"), "must be a non-empty name without spaces")),
+                None => Err(ConfigError::new(format!("auth.{field}"), "is required with auth.robot")),
+            };
+            let cluster = required("cluster", wire.cluster)?;
+            let authority = required("authority", wire.authority)?;
+            let timeout_ms = wire.timeout_ms.unwrap_or(DEFAULT_TOKEN_TIMEOUT_MS);
+            if !(1..=MAX_TOKEN_TIMEOUT_MS).contains(&timeout_ms) {
+                return Err(ConfigError::new("auth.timeout_ms", format!("must be between 1 and {MAX_TOKEN_TIMEOUT_MS}")));
+            }
+            let credentials = format!("{}:{}", robot.username, robot.password);
+            Some(Managed {
+                authorization: format!("Basic {}", crate::base64::encode(credentials.as_bytes())),
+                username: robot.username,
+                cluster,
+                authority,
+                timeout_ms,
+            })
+        }
+    };
+    Ok(Auth { rewrite_tokens: wire.rewrite_tokens, managed })
 }
 
 fn check_project(at: &str, project: &str) -> Result<(), ConfigError> {

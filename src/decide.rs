@@ -4,9 +4,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::challenge::TOKEN_PATH;
 use crate::config::{Config, Registry};
 use crate::oci::{self, Endpoint, ErrorCode};
 use crate::query;
+use crate::token;
 
 /// The parts of a request the decision reads.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +33,9 @@ pub enum Decision<'c> {
 /// Why a forwarded request went where it went.
 #[derive(Debug)]
 pub enum Route<'c> {
+    /// `/v2/` (or `/<alias>/v2/`, then with the alias's registry): the API version check
+    /// clients start with.
+    Ping { registry: Option<&'c Registry> },
     /// Not about one repository: `/v2/`, `/v2/_catalog`, Harbor's UI and API.
     NotRepository,
     /// A repository request for which no registry applies (no `ns`, alias, host or default).
@@ -39,6 +44,9 @@ pub enum Route<'c> {
     Prefixed,
     /// The name was mapped to a Harbor repository for `registry`.
     Mapped { registry: &'c Registry, by: SelectedBy, rule: Rule },
+    /// A token request whose repository scopes were mapped for `registry`; `refused` are the
+    /// scopes dropped, with why.
+    Token { registry: &'c Registry, by: SelectedBy, refused: Vec<Refusal> },
 }
 
 /// How the registry of a request was chosen, strongest first.
@@ -77,7 +85,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: u32, code: ErrorCode, message: String) -> Self {
+    pub(crate) fn new(status: u32, code: ErrorCode, message: String) -> Self {
         Refusal { status, code, message }
     }
 
@@ -104,9 +112,16 @@ impl fmt::Display for Decision<'_> {
             Decision::Refuse(refusal) => write!(f, "refused {} {}: {}", refusal.status, refusal.code.as_str(), refusal.message),
             Decision::Forward { path, route } => {
                 match route {
+                    Route::Ping { .. } => f.write_str("passed: api version check")?,
                     Route::NotRepository => f.write_str("passed: not a repository request")?,
                     Route::NoRegistry => f.write_str("passed: no registry applies")?,
                     Route::Prefixed => f.write_str("passed: already under a project")?,
+                    Route::Token { registry, by, refused } => {
+                        write!(f, "token scopes: registry={} by={}", registry.key, by.as_str())?;
+                        if let Some(first) = refused.first() {
+                            write!(f, " dropped={} ({})", refused.len(), first.message)?;
+                        }
+                    }
                     Route::Mapped { registry, by, rule } => {
                         write!(f, "rewrote: registry={} by={}", registry.key, by.as_str())?;
                         match rule {
@@ -145,7 +160,7 @@ pub fn decide<'c>(config: &'c Config, request: &Request<'_>) -> Decision<'c> {
         Some((path, query)) => (path, Some(query)),
         None => (request.path, None),
     };
-    let (alias, v2_path) = match split_alias(path) {
+    let (alias, api_path) = match split_alias(path) {
         Some(split) => split,
         None => return Decision::Forward { path: None, route: Route::NotRepository },
     };
@@ -156,41 +171,96 @@ pub fn decide<'c>(config: &'c Config, request: &Request<'_>) -> Decision<'c> {
         },
         None => None,
     };
-    let after_v2 = v2_path.strip_prefix("/v2/").unwrap_or("");
+    if api_path == TOKEN_PATH {
+        return decide_token_request(config, request, query, alias_registry);
+    }
+    let after_v2 = api_path.strip_prefix("/v2/").unwrap_or("");
     let (name, rest) = match oci::parse_endpoint(after_v2) {
         Endpoint::Repository { name, rest } => (name, rest),
-        Endpoint::Ping | Endpoint::Other => {
+        endpoint @ (Endpoint::Ping | Endpoint::Other) => {
             // The alias form is this mirror's own: Harbor only knows `/v2/...`.
             let path = alias.map(|_| match query {
-                Some(query) => format!("{v2_path}?{query}"),
-                None => v2_path.to_owned(),
+                Some(query) => format!("{api_path}?{query}"),
+                None => api_path.to_owned(),
             });
-            return Decision::Forward { path, route: Route::NotRepository };
+            let route = if endpoint == Endpoint::Ping { Route::Ping { registry: alias_registry } } else { Route::NotRepository };
+            return Decision::Forward { path, route };
         }
     };
     let repository = RepositoryRequest { method: request.method, name, rest, query, aliased: alias.is_some() };
-    let ns = match query.map(query::find_ns).transpose() {
-        Ok(ns) => ns.flatten(),
-        Err(e) => return refuse(400, ErrorCode::Unsupported, format!("{e}")),
-    };
-    let selected = if let Some(ns) = &ns {
-        match config.registry_for_ns(ns) {
-            Some(registry) => Some((registry, SelectedBy::Ns)),
+    match select_registry(config, query, alias_registry, request.authority) {
+        Ok(Some(selected)) => repository.map(config, selected),
+        Ok(None) => Decision::Forward { path: None, route: Route::NoRegistry },
+        Err(refusal) => Decision::Refuse(refusal),
+    }
+}
+
+/// A token request (`/service/token`, or `/<alias>/service/token`): its repository scopes are
+/// mapped like request paths, for the registry its `ns`, alias, host or the default names.
+fn decide_token_request<'c>(
+    config: &'c Config,
+    request: &Request<'_>,
+    query: Option<&str>,
+    alias_registry: Option<&'c Registry>,
+) -> Decision<'c> {
+    if !config.auth.rewrite_tokens {
+        let path = alias_registry.map(|_| match query {
+            Some(query) => format!("{TOKEN_PATH}?{query}"),
+            None => TOKEN_PATH.to_owned(),
+        });
+        return Decision::Forward { path, route: Route::NotRepository };
+    }
+    match select_registry(config, query, alias_registry, request.authority) {
+        Ok(Some(selected)) => {
+            let scopes = token::rewrite_scopes(config, selected.registry, query.unwrap_or(""));
+            let mut path = String::with_capacity(TOKEN_PATH.len() + scopes.query.len());
+            path.push_str(TOKEN_PATH);
+            path.push_str(&scopes.query);
+            Decision::Forward {
+                path: Some(path),
+                route: Route::Token { registry: selected.registry, by: selected.by, refused: scopes.refused },
+            }
+        }
+        Ok(None) => Decision::Forward { path: None, route: Route::NoRegistry },
+        Err(refusal) => Decision::Refuse(refusal),
+    }
+}
+
+/// The registry a request is for, and how it was chosen.
+#[derive(Debug, Clone, Copy)]
+struct Selected<'c> {
+    registry: &'c Registry,
+    by: SelectedBy,
+}
+
+/// Picks the registry: `ns`, else the path alias, else the host, else the default. An `ns` this
+/// mirror does not serve is refused rather than guessed.
+fn select_registry<'c>(
+    config: &'c Config,
+    query: Option<&str>,
+    alias_registry: Option<&'c Registry>,
+    authority: &str,
+) -> Result<Option<Selected<'c>>, Refusal> {
+    let ns = query.map(query::find_ns).transpose().map_err(|e| Refusal::new(400, ErrorCode::Unsupported, format!("{e}")))?;
+    let selected = |registry, by| Some(Selected { registry, by });
+    Ok(if let Some(ns) = ns.flatten() {
+        match config.registry_for_ns(&ns) {
+            Some(registry) => selected(registry, SelectedBy::Ns),
             None => {
-                return refuse(404, ErrorCode::NameUnknown, format!("registry {ns:?} (from ns) is not served by this mirror"));
+                return Err(Refusal::new(
+                    404,
+                    ErrorCode::NameUnknown,
+                    format!("registry {ns:?} (from ns) is not served by this mirror"),
+                ));
             }
         }
     } else if let Some(registry) = alias_registry {
-        Some((registry, SelectedBy::Alias))
-    } else if let Some(registry) = config.registry_for_host(host_of(request.authority)) {
-        Some((registry, SelectedBy::Host))
+        selected(registry, SelectedBy::Alias)
+    } else if let Some(registry) = config.registry_for_host(host_of(authority)) {
+        selected(registry, SelectedBy::Host)
     } else {
-        config.default_registry().map(|registry| (registry, SelectedBy::Default))
-    };
-    match selected {
-        Some((registry, by)) => repository.map(config, registry, by, ns.is_some()),
-        None => Decision::Forward { path: None, route: Route::NoRegistry },
-    }
+        config.default_registry().and_then(|registry| selected(registry, SelectedBy::Default))
+    })
 }
 
 /// A repository request once its endpoint is parsed.
@@ -202,76 +272,34 @@ struct RepositoryRequest<'r> {
     aliased: bool,
 }
 
-/// Where a client-visible name goes in Harbor.
-enum Target<'n> {
-    Project(&'n str, &'n str),
-    Rewritten(usize, String),
-    Unchanged(&'n str),
-}
-
 impl RepositoryRequest<'_> {
-    fn map<'c>(&self, config: &'c Config, registry: &'c Registry, by: SelectedBy, has_ns: bool) -> Decision<'c> {
-        let name = self.name;
-        if let Err(why) = check_name(name) {
-            return refuse(400, ErrorCode::NameInvalid, format!("invalid repository name: {why}"));
-        }
-        if config.is_under_project(name) {
-            let path = (self.aliased || has_ns).then(|| self.path(name));
-            return Decision::Forward { path, route: Route::Prefixed };
-        }
-        let client_name: Cow<'_, str> =
-            if registry.is_docker_hub() && !name.contains('/') { Cow::Owned(format!("library/{name}")) } else { Cow::Borrowed(name) };
-        let client_name = client_name.as_ref();
-        if let Some(rule) = registry.deny.iter().find(|rule| rule.is_match(client_name)) {
-            return refuse(
-                403,
-                ErrorCode::Denied,
-                format!("registry {} denies {client_name} (deny rule {:?})", registry.key, rule.source),
-            );
-        }
-        if !registry.allow.is_empty() && !registry.allow.iter().any(|rule| rule.is_match(client_name)) {
-            return refuse(
-                403,
-                ErrorCode::Denied,
-                format!("registry {} allows only names matching its allow rules; {client_name} matches none", registry.key),
-            );
-        }
-        let target = match registry.rewrite.iter().enumerate().find_map(|(i, r)| r.apply(client_name).map(|n| (i, n))) {
-            Some((i, rewritten)) => Target::Rewritten(i, rewritten),
-            None => match &registry.project {
-                Some(project) => Target::Project(project, client_name),
-                None => Target::Unchanged(client_name),
-            },
+    fn map<'c>(&self, config: &'c Config, selected: Selected<'c>) -> Decision<'c> {
+        let Selected { registry, by } = selected;
+        let (target, rule) = match map_name(config, registry, self.name) {
+            Err(refusal) => return Decision::Refuse(refusal),
+            Ok(Mapping::Prefixed) => {
+                let has_ns = by == SelectedBy::Ns;
+                let path = (self.aliased || has_ns).then(|| self.path(&HarborName::Unchanged { library: false, name: self.name }));
+                return Decision::Forward { path, route: Route::Prefixed };
+            }
+            Ok(Mapping::To(target, rule)) => (target, rule),
         };
-        if let Err(refusal) = check_target(config, registry, client_name, &target) {
-            return Decision::Refuse(refusal);
-        }
         if config.read_only && !matches!(self.method, "GET" | "HEAD") {
             return refuse(
                 405,
                 ErrorCode::Unsupported,
-                format!("this mirror is read-only: {} of {client_name} refused", self.method),
+                format!("this mirror is read-only: {} of {} refused", self.method, ClientName(registry, self.name)),
             );
         }
-        let (path, rule) = match &target {
-            Target::Project(project, name) => (self.path_parts(&[project, "/", name]), Rule::Project),
-            Target::Rewritten(i, rewritten) => (self.path(rewritten), Rule::Rewrite(*i)),
-            Target::Unchanged(name) => (self.path(name), Rule::Unchanged),
-        };
-        Decision::Forward { path: Some(path), route: Route::Mapped { registry, by, rule } }
+        Decision::Forward { path: Some(self.path(&target)), route: Route::Mapped { registry, by, rule } }
     }
 
-    fn path(&self, name: &str) -> String {
-        self.path_parts(&[name])
-    }
-
-    /// `/v2/<name parts><rest>?<query without ns>`.
-    fn path_parts(&self, name: &[&str]) -> String {
-        let name_len: usize = name.iter().map(|part| part.len()).sum();
+    /// `/v2/<harbor name><rest>?<query without ns>`.
+    fn path(&self, name: &HarborName<'_, '_>) -> String {
         let query_len = self.query.map_or(0, |query| 1 + query.len());
-        let mut out = String::with_capacity("/v2/".len() + name_len + self.rest.len() + query_len);
+        let mut out = String::with_capacity("/v2/".len() + name.len() + self.rest.len() + query_len);
         out.push_str("/v2/");
-        name.iter().for_each(|part| out.push_str(part));
+        name.push_to(&mut out);
         out.push_str(self.rest);
         if let Some(query) = self.query {
             query::push_without_ns(&mut out, query);
@@ -280,20 +308,124 @@ impl RepositoryRequest<'_> {
     }
 }
 
-fn check_target(config: &Config, registry: &Registry, client_name: &str, target: &Target<'_>) -> Result<(), Refusal> {
+/// The name a client asked for, as the registry's rules see it (`library/` added for Docker
+/// Hub's single-segment names), for messages.
+struct ClientName<'a>(&'a Registry, &'a str);
+
+impl fmt::Display for ClientName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if needs_library(self.0, self.1) {
+            f.write_str("library/")?;
+        }
+        f.write_str(self.1)
+    }
+}
+
+fn needs_library(registry: &Registry, name: &str) -> bool {
+    registry.is_docker_hub() && !name.contains('/')
+}
+
+/// Where a client-visible name goes, for requests and token scopes alike.
+#[derive(Debug)]
+pub(crate) enum Mapping<'c, 'n> {
+    /// The name is already under a configured or passthrough project: left as it is.
+    Prefixed,
+    /// The name goes to this Harbor repository, by this rule.
+    To(HarborName<'c, 'n>, Rule),
+}
+
+/// A Harbor repository name, kept in parts so that writing it into a path copies once.
+#[derive(Debug)]
+pub(crate) enum HarborName<'c, 'n> {
+    /// `<project>/[library/]<name>`.
+    Project { project: &'c str, library: bool, name: &'n str },
+    /// A rewrite rule's result.
+    Rewritten(String),
+    /// `[library/]<name>`, for a registry without a project.
+    Unchanged { library: bool, name: &'n str },
+}
+
+impl HarborName<'_, '_> {
+    pub(crate) fn len(&self) -> usize {
+        const LIBRARY: usize = "library/".len();
+        match self {
+            HarborName::Project { project, library, name } => project.len() + 1 + usize::from(*library) * LIBRARY + name.len(),
+            HarborName::Rewritten(name) => name.len(),
+            HarborName::Unchanged { library, name } => usize::from(*library) * LIBRARY + name.len(),
+        }
+    }
+
+    pub(crate) fn push_to(&self, out: &mut String) {
+        let (project, library, name) = match self {
+            HarborName::Project { project, library, name } => (Some(*project), *library, *name),
+            HarborName::Rewritten(name) => (None, false, name.as_str()),
+            HarborName::Unchanged { library, name } => (None, *library, *name),
+        };
+        if let Some(project) = project {
+            out.push_str(project);
+            out.push('/');
+        }
+        if library {
+            out.push_str("library/");
+        }
+        out.push_str(name);
+    }
+}
+
+/// Maps a client-visible repository name for `registry`: already-prefixed names stay, then
+/// deny, allow, the first matching rewrite rule, and the registry's project.
+pub(crate) fn map_name<'c, 'n>(config: &'c Config, registry: &'c Registry, name: &'n str) -> Result<Mapping<'c, 'n>, Refusal> {
+    if let Err(why) = check_name(name) {
+        return Err(Refusal::new(400, ErrorCode::NameInvalid, format!("invalid repository name: {why}")));
+    }
+    if config.is_under_project(name) {
+        return Ok(Mapping::Prefixed);
+    }
+    let library = needs_library(registry, name);
+    let client_name: Cow<'_, str> = if library { Cow::Owned(format!("library/{name}")) } else { Cow::Borrowed(name) };
+    let client_name = client_name.as_ref();
+    if let Some(rule) = registry.deny.iter().find(|rule| rule.is_match(client_name)) {
+        return Err(Refusal::new(
+            403,
+            ErrorCode::Denied,
+            format!("registry {} denies {client_name} (deny rule {:?})", registry.key, rule.source),
+        ));
+    }
+    if !registry.allow.is_empty() && !registry.allow.iter().any(|rule| rule.is_match(client_name)) {
+        return Err(Refusal::new(
+            403,
+            ErrorCode::Denied,
+            format!("registry {} allows only names matching its allow rules; {client_name} matches none", registry.key),
+        ));
+    }
+    let (target, rule) = match registry.rewrite.iter().enumerate().find_map(|(i, r)| r.apply(client_name).map(|n| (i, n))) {
+        Some((i, rewritten)) => (HarborName::Rewritten(rewritten), Rule::Rewrite(i)),
+        None => match &registry.project {
+            Some(project) => (HarborName::Project { project, library, name }, Rule::Project),
+            None => (HarborName::Unchanged { library, name }, Rule::Unchanged),
+        },
+    };
+    check_target(config, registry, client_name, &target, rule)?;
+    Ok(Mapping::To(target, rule))
+}
+
+fn check_target(config: &Config, registry: &Registry, client_name: &str, target: &HarborName<'_, '_>, rule: Rule) -> Result<(), Refusal> {
     match target {
-        Target::Project(project, name) => {
-            let len = project.len() + 1 + name.len();
+        HarborName::Project { project, .. } => {
+            let len = target.len();
             if len > oci::MAX_NAME_LEN {
                 return Err(Refusal::new(
                     400,
                     ErrorCode::NameInvalid,
-                    format!("invalid repository name: {project}/{name} is {len} characters, more than {}", oci::MAX_NAME_LEN),
+                    format!("invalid repository name: {project}/{client_name} is {len} characters, more than {}", oci::MAX_NAME_LEN),
                 ));
             }
         }
-        Target::Rewritten(i, rewritten) => {
-            let source = registry.rewrite.get(*i).map_or("", |r| r.pattern.source.as_str());
+        HarborName::Rewritten(rewritten) => {
+            let source = match rule {
+                Rule::Rewrite(i) => registry.rewrite.get(i).map_or("", |r| r.pattern.source.as_str()),
+                Rule::Project | Rule::Unchanged => "",
+            };
             if let Err(why) = check_name(rewritten) {
                 return Err(Refusal::new(
                     400,
@@ -312,7 +444,7 @@ fn check_target(config: &Config, registry: &Registry, client_name: &str, target:
                 ));
             }
         }
-        Target::Unchanged(_) => {}
+        HarborName::Unchanged { .. } => {}
     }
     Ok(())
 }
@@ -331,16 +463,16 @@ fn refuse<'c>(status: u32, code: ErrorCode, message: String) -> Decision<'c> {
     Decision::Refuse(Refusal::new(status, code, message))
 }
 
-/// Splits `/<alias>/v2/...` into the alias and `/v2/...`; `/v2/...` has no alias. `None` for
-/// paths outside the registry API.
+/// Splits `/<alias>/v2/...` (or `/<alias>/service/token`) into the alias and the path Harbor
+/// knows; `/v2/...` has no alias. `None` for paths outside the registry API and token service.
 fn split_alias(path: &str) -> Option<(Option<&str>, &str)> {
-    let is_v2 = |p: &str| p == "/v2" || p.starts_with("/v2/");
-    if is_v2(path) {
+    let is_api = |p: &str| p == "/v2" || p.starts_with("/v2/") || p == TOKEN_PATH;
+    if is_api(path) {
         return Some((None, path));
     }
     let (alias, _) = path.strip_prefix('/')?.split_once('/')?;
-    let v2_path = &path[1 + alias.len()..];
-    is_v2(v2_path).then_some((Some(alias), v2_path))
+    let api_path = &path[1 + alias.len()..];
+    is_api(api_path).then_some((Some(alias), api_path))
 }
 
 /// The host of an `:authority`, without port; IPv6 literals keep their brackets off.

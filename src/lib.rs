@@ -26,10 +26,13 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod base64;
+pub mod challenge;
 pub mod config;
 pub mod decide;
 pub mod oci;
 pub mod query;
+pub mod token;
 
 #[cfg(target_os = "wasi")]
 mod filter;

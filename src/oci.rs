@@ -84,6 +84,8 @@ pub enum ErrorCode {
     Denied,
     /// 405 or 400: the operation is not supported.
     Unsupported,
+    /// 503: the registry (here: Harbor's token service) cannot serve the request now.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -94,7 +96,17 @@ impl ErrorCode {
             ErrorCode::NameUnknown => "NAME_UNKNOWN",
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
+    }
+}
+
+/// The repository a `/v2/...` path (query allowed) is about, if it is a repository endpoint.
+pub fn repository_in(path: &str) -> Option<&str> {
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    match parse_endpoint(path.strip_prefix("/v2/")?) {
+        Endpoint::Repository { name, .. } => Some(name),
+        Endpoint::Ping | Endpoint::Other => None,
     }
 }
 

@@ -34,7 +34,7 @@ impl fmt::Display for NsError {
 pub fn find_ns(query: &str) -> Result<Option<Cow<'_, str>>, NsError> {
     let mut found: Option<Cow<'_, str>> = None;
     for value in ns_values(query) {
-        let value = percent_decode(value)?;
+        let value = percent_decode(value).ok_or(NsError::BadEncoding)?;
         if value.is_empty() {
             return Err(NsError::Empty);
         }
@@ -69,9 +69,11 @@ fn is_ns(pair: &str) -> bool {
     pair.split_once('=').map_or(pair, |(key, _)| key) == NS
 }
 
-fn percent_decode(value: &str) -> Result<Cow<'_, str>, NsError> {
+/// Decodes a query value (`%XX` escapes, `+` for space); `None` if an escape is malformed or
+/// the result is not UTF-8.
+pub(crate) fn percent_decode(value: &str) -> Option<Cow<'_, str>> {
     if !value.contains(['%', '+']) {
-        return Ok(Cow::Borrowed(value));
+        return Some(Cow::Borrowed(value));
     }
     let mut bytes = Vec::with_capacity(value.len());
     let mut rest = value.as_bytes();
@@ -80,15 +82,30 @@ fn percent_decode(value: &str) -> Result<Cow<'_, str>, NsError> {
         match b {
             b'+' => bytes.push(b' '),
             b'%' => {
-                let (hex, tail) = rest.split_at_checked(2).ok_or(NsError::BadEncoding)?;
-                let hex = std::str::from_utf8(hex).map_err(|_| NsError::BadEncoding)?;
-                bytes.push(u8::from_str_radix(hex, 16).map_err(|_| NsError::BadEncoding)?);
+                let (hex, tail) = rest.split_at_checked(2)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
                 rest = tail;
             }
             _ => bytes.push(b),
         }
     }
-    String::from_utf8(bytes).map(Cow::Owned).map_err(|_| NsError::BadEncoding)
+    String::from_utf8(bytes).ok().map(Cow::Owned)
+}
+
+/// Appends `value` percent-encoded for a query: unreserved characters and `:`, `/`, `,` stay
+/// as they are (Harbor and distribution read them either way); everything else is `%XX`.
+pub(crate) fn push_encoded(out: &mut String, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:/,".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
 }
 
 #[cfg(test)]

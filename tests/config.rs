@@ -40,12 +40,38 @@ fn mistakes_are_named_by_field_key_and_value() {
         (r#"{"registries": {"quay.io": {"aliases": ["v2"]}}}"#, r#"registries["quay.io"].aliases["v2"]: an alias is one path segment"#),
         (r#"{"registries": {"quay.io": {}}, "passthrough_projects": ["ok", "a/b"]}"#, r#"passthrough_projects[1]: "a/b" is not a valid Harbor project name"#),
         (r#"{"registries": {"quay.io": {}}, "read_only": "yes"}"#, "configuration: invalid type: string \"yes\", expected a boolean"),
+        (r#"{"registries": {"quay.io": {}}, "auth": {"robots": {}}}"#, "auth: unknown field `robots`"),
+        (r#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "r"}, "cluster": "h", "authority": "h"}}"#, "auth: missing field `password`"),
+        (r#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "", "password": "p"}}}"#, "auth.robot.username: must not be empty"),
+        (r#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "a:b", "password": "p"}}}"#, "auth.robot.username: must not contain ':'"),
+        (r#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "r", "password": ""}}}"#, "auth.robot.password: must not be empty"),
+        (r#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "r", "password": "p"}, "authority": "h"}}"#, "auth.cluster: is required with auth.robot"),
+        (r#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "r", "password": "p"}, "cluster": "h"}}"#, "auth.authority: is required with auth.robot"),
+        (r#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "r", "password": "p"}, "cluster": "h", "authority": "a b"}}"#, "auth.authority: must be a non-empty name without spaces"),
+        (r#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "r", "password": "p"}, "cluster": "h", "authority": "h", "timeout_ms": 0}}"#, "auth.timeout_ms: must be between 1 and 60000"),
+        (r#"{"registries": {"quay.io": {}}, "read_only": false, "auth": {"robot": {"username": "r", "password": "p"}, "cluster": "h", "authority": "h"}}"#, "auth.robot: managed mode pulls only; it needs read_only true"),
+        (r#"{"registries": {"quay.io": {}}, "auth": {"cluster": "harbor"}}"#, "auth.cluster: is only used with auth.robot (managed mode)"),
     ];
     for (json, expected) in rows {
         let error = error_of(json);
         assert!(error.contains(expected), "config {json}\n  error {error}\n  wanted {expected}");
         assert!(!error.contains('\n'), "one line: {error}");
     }
+}
+
+#[test]
+fn robot_passwords_never_show() {
+    let config = Config::from_json(
+        br#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "robot$mirror", "password": "s3cret-pw"}, "cluster": "harbor", "authority": "harbor.example.com"}}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let managed = config.auth.managed.as_ref().unwrap_or_else(|| panic!("managed mode is configured"));
+    assert_eq!(managed.authorization, "Basic cm9ib3QkbWlycm9yOnMzY3JldC1wdw==");
+    let shown = format!("{config:?}");
+    assert!(shown.contains("robot$mirror") && !shown.contains("s3cret-pw") && !shown.contains(&managed.authorization), "{shown}");
+    // A password in the wrong place is not echoed in the error either.
+    let error = error_of(r#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "r", "password": "s3cret-pw", "extra": 1}}}"#);
+    assert!(!error.contains("s3cret-pw"), "{error}");
 }
 
 #[test]

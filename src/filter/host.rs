@@ -1,0 +1,77 @@
+//! Host calls, in one place: their failures become [`HostError`], header reads are byte-safe,
+//! and logging never fails the caller.
+
+use std::fmt;
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MapType, Status};
+
+use crate::decide::Refusal;
+
+/// The debug response header.
+pub const DEBUG_HEADER: &str = "x-harbor-mirror";
+
+/// A failed host call: which one and the status the host returned.
+pub struct HostError {
+    call: &'static str,
+    status: Status,
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "host call {} failed: {:?}", self.call, self.status)
+    }
+}
+
+impl HostError {
+    pub fn from_status(call: &'static str, status: Status) -> Self {
+        HostError { call, status }
+    }
+}
+
+/// Maps a host call's result.
+pub fn host<T>(call: &'static str, result: Result<T, Status>) -> Result<T, HostError> {
+    result.map_err(|status| HostError::from_status(call, status))
+}
+
+/// Logs `message`, prefixed with the filter's name.
+pub fn log(level: LogLevel, message: &str) {
+    // Logging is the last resort for reporting; a failure to log has nowhere to go.
+    let _ = hostcalls::log(level, &format!("harbor-mirror: {message}"));
+}
+
+/// Whether debug logs are on, so that their text is built only then.
+pub fn debug_enabled() -> bool {
+    matches!(hostcalls::get_log_level(), Ok(LogLevel::Trace | LogLevel::Debug))
+}
+
+/// One header's value as bytes (empty when absent). `get_map_value` would panic on non-UTF-8.
+pub fn header(map: MapType, name: &'static str) -> Result<Vec<u8>, HostError> {
+    Ok(host(name, hostcalls::get_map_value_bytes(map, name))?.unwrap_or_default())
+}
+
+/// Sets (or with `None` removes) a header.
+pub fn set_header(map: MapType, name: &'static str, value: Option<&str>) -> Result<(), HostError> {
+    host(name, hostcalls::set_map_value(map, name, value))
+}
+
+/// Seconds since the Unix epoch by the host's clock.
+pub fn now_secs() -> Result<u64, HostError> {
+    let now = host("get_current_time", hostcalls::get_current_time())?;
+    Ok(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+}
+
+/// Answers the current request here, with a registry-style reply.
+pub fn send_reply(status: u32, body: &str, debug_header: Option<&str>) -> Result<(), HostError> {
+    let mut headers = vec![("content-type", "application/json"), ("docker-distribution-api-version", "registry/2.0")];
+    if let Some(value) = debug_header {
+        headers.push((DEBUG_HEADER, value));
+    }
+    host("send_http_response", hostcalls::send_http_response(status, headers, Some(body.as_bytes())))
+}
+
+/// Answers the current request with the refusal's OCI error.
+pub fn send_refusal(refusal: &Refusal, debug_header: Option<&str>) -> Result<(), HostError> {
+    send_reply(refusal.status, &refusal.body(), debug_header)
+}

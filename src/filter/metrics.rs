@@ -1,0 +1,67 @@
+//! The filter's counters, defined once at configure. Envoy shows them as
+//! `wasmcustom.harbor_mirror.*` in `/stats` and `harbor_mirror_*` in `/stats/prometheus`.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MetricType};
+
+use super::host::{host, log, HostError};
+use crate::decide::{Decision, Route};
+use crate::Config;
+
+/// Counter ids.
+pub struct Metrics {
+    rewritten: u32,
+    passed: u32,
+    rejected: u32,
+    /// `harbor_mirror.registry.<key>.rewritten`, by registry index.
+    registry_rewritten: Vec<u32>,
+    /// 401 challenges whose realm was pointed back at this proxy.
+    pub challenges_rewritten: u32,
+    /// Managed mode: token requests sent to Harbor.
+    pub token_fetches: u32,
+    /// Managed mode: requests served with a cached token.
+    pub token_cache_hits: u32,
+    /// Managed mode: token requests that gave no usable token.
+    pub token_fetch_failures: u32,
+}
+
+impl Metrics {
+    pub fn define(config: &Config) -> Result<Metrics, HostError> {
+        let counter = |name: &str| host("define_metric", hostcalls::define_metric(MetricType::Counter, name));
+        Ok(Metrics {
+            rewritten: counter("harbor_mirror.rewritten")?,
+            passed: counter("harbor_mirror.passed")?,
+            rejected: counter("harbor_mirror.rejected")?,
+            registry_rewritten: config
+                .registries()
+                .iter()
+                .map(|registry| counter(&format!("harbor_mirror.registry.{}.rewritten", registry.key)))
+                .collect::<Result<_, _>>()?,
+            challenges_rewritten: counter("harbor_mirror.challenges_rewritten")?,
+            token_fetches: counter("harbor_mirror.token.fetches")?,
+            token_cache_hits: counter("harbor_mirror.token.cache_hits")?,
+            token_fetch_failures: counter("harbor_mirror.token.fetch_failures")?,
+        })
+    }
+
+    /// Adds one to a counter; a failure is logged, never passed on.
+    pub fn increment(&self, id: u32) {
+        if let Err(e) = host("increment_metric", hostcalls::increment_metric(id, 1)) {
+            log(LogLevel::Warn, &e.to_string());
+        }
+    }
+
+    /// Counts a request decision.
+    pub fn count(&self, decision: &Decision<'_>) {
+        match decision {
+            Decision::Refuse(_) => self.increment(self.rejected),
+            Decision::Forward { route: Route::Mapped { registry, .. } | Route::Token { registry, .. }, .. } => {
+                self.increment(self.rewritten);
+                if let Some(&id) = self.registry_rewritten.get(registry.index) {
+                    self.increment(id);
+                }
+            }
+            Decision::Forward { .. } => self.increment(self.passed),
+        }
+    }
+}

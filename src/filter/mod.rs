@@ -1,0 +1,359 @@
+//! The proxy-wasm adapter: reads the request headers once, asks the core for a decision, and
+//! applies it (a new `:path`, or a local OCI error reply), counting what it did. On 401
+//! answers it points Harbor's challenges back at this proxy (pass-through mode); in managed
+//! mode it answers `/v2/` itself and puts the robot's token on repository requests.
+//!
+//! Host calls go through [`host`], where their failures become errors in one place; nothing
+//! here unwraps or panics.
+
+mod fetches;
+mod host;
+mod metrics;
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+
+use crate::challenge::{self, RealmTarget};
+use crate::decide::{decide, Decision, Refusal, Request, Route};
+use crate::oci::{self, ErrorCode};
+use crate::Config;
+use fetches::{Fetches, TokenFor};
+use host::{debug_enabled, header, host, log, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
+use metrics::Metrics;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    proxy_wasm::set_root_context(|context_id| Box::new(MirrorRoot { id: context_id, shared: None }));
+}}
+
+/// What every request context of a configured plugin shares.
+struct Shared {
+    config: Config,
+    metrics: Metrics,
+    fetches: Fetches,
+}
+
+struct MirrorRoot {
+    id: u32,
+    shared: Option<Rc<Shared>>,
+}
+
+impl Context for MirrorRoot {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        if let Some(shared) = &self.shared
+            && let Some(managed) = &shared.config.auth.managed
+        {
+            shared.fetches.finish(managed, &shared.metrics, self.id, token_id, body_size);
+        }
+    }
+}
+
+impl RootContext for MirrorRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let json = match host("get_buffer", hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)) {
+            Ok(json) => json.unwrap_or_default(),
+            Err(e) => {
+                log(LogLevel::Error, &format!("cannot read the plugin configuration: {e}"));
+                return false;
+            }
+        };
+        let config = match Config::from_json(&json) {
+            Ok(config) => config,
+            Err(e) => {
+                log(LogLevel::Error, &format!("invalid configuration: {e}"));
+                return false;
+            }
+        };
+        let metrics = match Metrics::define(&config) {
+            Ok(metrics) => metrics,
+            Err(e) => {
+                log(LogLevel::Error, &format!("cannot define metrics: {e}"));
+                return false;
+            }
+        };
+        let mode = match &config.auth.managed {
+            Some(managed) => {
+                self.set_tick_period(fetches::ORPHAN_TICK);
+                format!("managed auth as {} via cluster {:?}", managed.username, managed.cluster)
+            }
+            None if config.auth.rewrite_tokens => "pass-through auth".to_owned(),
+            None => "token handling off".to_owned(),
+        };
+        log(LogLevel::Info, &format!("configured {} registries, {mode}", config.registries().len()));
+        self.shared = Some(Rc::new(Shared { config, metrics, fetches: Fetches::default() }));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared
+            && let Some(managed) = &shared.config.auth.managed
+        {
+            shared.fetches.retry_orphans(managed, &shared.metrics, self.id);
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(MirrorRequest { id: context_id, shared: self.shared.clone(), debug_header: None, forwarded: None }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct MirrorRequest {
+    id: u32,
+    /// `None` only if the plugin was never configured, in which case Envoy does not start.
+    shared: Option<Rc<Shared>>,
+    /// The `x-harbor-mirror` value to add to the response, when `debug_header` is on.
+    debug_header: Option<String>,
+    /// What a 401 answer needs to know of the forwarded request (request headers cannot be
+    /// read while the response is processed).
+    forwarded: Option<Forwarded>,
+}
+
+/// A forwarded request, as far as its 401 answer is concerned. Built from values the request
+/// phase has anyway: nothing is copied for it.
+struct Forwarded {
+    /// The registry the request was routed to (`ns` for the realm), by index.
+    registry: Option<usize>,
+    /// Whether the name was mapped (a `Basic realm="harbor"` then becomes a Bearer challenge).
+    mapped: bool,
+    /// GET or HEAD: the Bearer scope asks for pull only.
+    pull: bool,
+    /// The new `:path`, when the filter set one.
+    path: Option<String>,
+    /// The client's `:authority`: token requests must come back to it.
+    authority: Vec<u8>,
+}
+
+impl Context for MirrorRequest {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        if let Some(shared) = &self.shared
+            && let Some(managed) = &shared.config.auth.managed
+        {
+            shared.fetches.finish(managed, &shared.metrics, self.id, token_id, body_size);
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        if let Some(shared) = &self.shared
+            && shared.config.auth.managed.is_some()
+        {
+            shared.fetches.leave(self.id);
+        }
+        true
+    }
+}
+
+impl HttpContext for MirrorRequest {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        match self.handle_request(&shared) {
+            Ok(action) => action,
+            Err(e) => {
+                log(LogLevel::Error, &e.to_string());
+                let refusal = Refusal::new(500, ErrorCode::Unsupported, "the mirror filter failed; see the proxy log".to_owned());
+                match send_refusal(&refusal, None) {
+                    Ok(()) => Action::Pause,
+                    Err(_) => Action::Continue,
+                }
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(value) = self.debug_header.take()
+            && let Err(e) = host("add_header", hostcalls::add_map_value(MapType::HttpResponseHeaders, DEBUG_HEADER, &value))
+        {
+            log(LogLevel::Warn, &e.to_string());
+        }
+        if let Some(shared) = self.shared.clone()
+            && let Some(forwarded) = self.forwarded.take()
+            && matches!(header(MapType::HttpResponseHeaders, ":status").as_deref(), Ok(b"401"))
+            && let Err(e) = on_unauthorized(&shared, &forwarded)
+        {
+            log(LogLevel::Warn, &e.to_string());
+        }
+        Action::Continue
+    }
+}
+
+/// The request parts the decision reads, as owned bytes.
+struct RequestHeaders {
+    method: Vec<u8>,
+    path: Vec<u8>,
+    authority: Vec<u8>,
+}
+
+impl RequestHeaders {
+    fn read() -> Result<Self, HostError> {
+        let read = |name| header(MapType::HttpRequestHeaders, name);
+        Ok(RequestHeaders { method: read(":method")?, path: read(":path")?, authority: read(":authority")? })
+    }
+
+    fn request(&self) -> Option<Request<'_>> {
+        Some(Request {
+            method: std::str::from_utf8(&self.method).ok()?,
+            path: std::str::from_utf8(&self.path).ok()?,
+            authority: std::str::from_utf8(&self.authority).ok()?,
+        })
+    }
+}
+
+impl MirrorRequest {
+    fn handle_request(&mut self, shared: &Shared) -> Result<Action, HostError> {
+        let headers = RequestHeaders::read()?;
+        let Some(request) = headers.request() else {
+            let refusal = Refusal::new(400, ErrorCode::NameInvalid, "request path, method or authority is not valid UTF-8".to_owned());
+            log(LogLevel::Debug, &refusal.message);
+            send_refusal(&refusal, None)?;
+            return Ok(Action::Pause);
+        };
+        let decision = decide(&shared.config, &request);
+        shared.metrics.count(&decision);
+        let described = (debug_enabled() || shared.config.debug_header).then(|| decision.to_string());
+        if let Some(described) = &described {
+            log(LogLevel::Debug, &format!("{} {}: {described}", request.method, request.path));
+        }
+        let debug_header = if shared.config.debug_header { described } else { None };
+        let (new_path, route) = match decision {
+            Decision::Refuse(refusal) => {
+                send_refusal(&refusal, debug_header.as_deref())?;
+                return Ok(Action::Pause);
+            }
+            Decision::Forward { path, route } => (path, route),
+        };
+        if let Some(path) = &new_path {
+            set_header(MapType::HttpRequestHeaders, ":path", Some(path))?;
+        }
+        let pull = matches!(request.method, "GET" | "HEAD");
+        if shared.config.auth.managed.is_some() {
+            let forwarded = new_path.as_deref().unwrap_or(request.path);
+            if let Some(action) = self.authenticate(shared, &route, forwarded, pull, debug_header.as_deref())? {
+                return Ok(action);
+            }
+        }
+        let (registry, mapped) = match route {
+            Route::Mapped { registry, .. } => (Some(registry.index), true),
+            Route::Ping { registry } => (registry.map(|registry| registry.index), false),
+            _ => (None, false),
+        };
+        self.forwarded = Some(Forwarded { registry, mapped, pull, path: new_path, authority: headers.authority });
+        self.debug_header = debug_header;
+        Ok(Action::Continue)
+    }
+
+    /// Managed mode: answers the ping, and gives repository requests the robot's token in place
+    /// of whatever Authorization the client sent. `Some` when the request must not continue now.
+    fn authenticate(
+        &mut self,
+        shared: &Shared,
+        route: &Route<'_>,
+        forwarded: &str,
+        pull: bool,
+        debug_header: Option<&str>,
+    ) -> Result<Option<Action>, HostError> {
+        let Some(managed) = &shared.config.auth.managed else {
+            return Ok(None);
+        };
+        let registry_api = forwarded == "/v2" || forwarded.starts_with("/v2/") || forwarded.starts_with("/v2?");
+        if registry_api {
+            // Clients' credentials are for other registries (docker sends Docker Hub's).
+            set_header(MapType::HttpRequestHeaders, "authorization", None)?;
+        }
+        match route {
+            Route::Ping { .. } if pull => {
+                send_reply(200, "{}", debug_header)?;
+                Ok(Some(Action::Pause))
+            }
+            Route::Mapped { .. } | Route::Prefixed => {
+                let Some(repository) = oci::repository_in(forwarded) else {
+                    return Ok(None);
+                };
+                match shared.fetches.token_for(managed, &shared.metrics, self.id, repository) {
+                    Ok(TokenFor::Cached(token)) => {
+                        set_header(MapType::HttpRequestHeaders, "authorization", Some(&format!("Bearer {token}")))?;
+                        Ok(None)
+                    }
+                    Ok(TokenFor::Waiting) => {
+                        self.debug_header = debug_header.map(str::to_owned);
+                        Ok(Some(Action::Pause))
+                    }
+                    Err(refusal) => {
+                        send_refusal(&refusal, debug_header)?;
+                        Ok(Some(Action::Pause))
+                    }
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// A 401 from Harbor. Pass-through mode: point every Bearer realm back at this proxy with the
+/// request's registry as `ns`, and turn `Basic realm="harbor"` on a rewritten request into a
+/// Bearer challenge. Managed mode: Harbor refused the robot's token, so drop it from the cache,
+/// and keep the challenge from the client, whose credentials must not go to Harbor.
+fn on_unauthorized(shared: &Shared, forwarded: &Forwarded) -> Result<(), HostError> {
+    let config = &shared.config;
+    if config.auth.managed.is_none() && !config.auth.rewrite_tokens {
+        return Ok(());
+    }
+    let original_path;
+    let path = match &forwarded.path {
+        Some(path) => path.as_str(),
+        None => {
+            original_path = request_property("path")?;
+            std::str::from_utf8(&original_path).unwrap_or("")
+        }
+    };
+    if let Some(managed) = &config.auth.managed {
+        if let Some(repository) = oci::repository_in(path) {
+            let project = oci::first_component(repository).0;
+            log(LogLevel::Warn, &format!("harbor answered 401 to {path} with the robot's token for project {project}; dropping it from the cache"));
+            fetches::forget(managed, project)?;
+        }
+        return set_header(MapType::HttpResponseHeaders, "www-authenticate", None);
+    }
+    let scheme = request_property("scheme")?;
+    let (Ok(scheme), Ok(authority)) = (std::str::from_utf8(&scheme), std::str::from_utf8(&forwarded.authority)) else {
+        return Ok(());
+    };
+    let bearer_scope = forwarded
+        .mapped
+        .then(|| oci::repository_in(path))
+        .flatten()
+        .map(|repository| format!("repository:{repository}:{}", if forwarded.pull { "pull" } else { "pull,push" }));
+    let target = RealmTarget {
+        scheme: if scheme.is_empty() { "http" } else { scheme },
+        authority,
+        ns: forwarded.registry.and_then(|index| config.registries().get(index)).map(|registry| registry.key.as_str()),
+        bearer_scope: bearer_scope.as_deref(),
+    };
+    let values = host("get_map", hostcalls::get_map_bytes(MapType::HttpResponseHeaders))?;
+    let challenges: Vec<&[u8]> =
+        values.iter().filter(|(name, _)| name.eq_ignore_ascii_case("www-authenticate")).map(|(_, value)| value.as_slice()).collect();
+    let rewritten: Vec<Option<String>> =
+        challenges.iter().map(|value| std::str::from_utf8(value).ok().and_then(|value| challenge::rewrite(value, &target))).collect();
+    if rewritten.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    set_header(MapType::HttpResponseHeaders, "www-authenticate", None)?;
+    for (original, new) in challenges.iter().zip(&rewritten) {
+        let value: &[u8] = new.as_deref().map_or(original, str::as_bytes);
+        host("add_header", hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, "www-authenticate", value))?;
+    }
+    shared.metrics.increment(shared.metrics.challenges_rewritten);
+    Ok(())
+}
+
+/// A request attribute (`request.<name>`), readable in the response phase too.
+fn request_property(name: &'static str) -> Result<Vec<u8>, HostError> {
+    Ok(host(name, hostcalls::get_property(vec!["request", name]))?.unwrap_or_default())
+}

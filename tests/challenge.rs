@@ -1,0 +1,101 @@
+//! `WWW-Authenticate` parsing and the realm rewrite. Runs natively and under wasm-bindgen-test.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use harbor_mirror::challenge::{parse, rewrite, RealmTarget};
+
+/// A challenge as (scheme, [(name, value)], token68), for comparing.
+type Shape<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>);
+
+fn shapes(header: &str) -> Result<Vec<Shape<'_>>, String> {
+    let challenges = parse(header).map_err(|e| e.to_string())?;
+    Ok(challenges
+        .iter()
+        .map(|c| {
+            let params = c.params.iter().map(|p| (p.name, leak(p.value.as_ref()))).collect();
+            (c.scheme, params, c.token68)
+        })
+        .collect())
+}
+
+/// Test-only: keeps an unescaped value alive for the comparison.
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+#[test]
+fn challenges_parse() {
+    let rows: Vec<(&str, Vec<Shape<'_>>)> = vec![
+        (
+            r#"Bearer realm="https://harbor.example.com/service/token",service="harbor-registry",scope="repository:p/a:pull""#,
+            vec![("Bearer", vec![("realm", "https://harbor.example.com/service/token"), ("service", "harbor-registry"), ("scope", "repository:p/a:pull")], None)],
+        ),
+        // Commas and spaces inside a quoted scope list.
+        (
+            r#"Bearer realm="r",scope="repository:p/a:pull,push repository:p/b:pull""#,
+            vec![("Bearer", vec![("realm", "r"), ("scope", "repository:p/a:pull,push repository:p/b:pull")], None)],
+        ),
+        // Escaped quotes and backslashes.
+        (r#"Bearer realm="a\"b\\c""#, vec![("Bearer", vec![("realm", "a\"b\\c")], None)]),
+        // Several challenges in one header, with spaces around '=' and between list items.
+        (
+            r#"Basic realm="harbor" , Bearer realm = "r", service=s"#,
+            vec![("Basic", vec![("realm", "harbor")], None), ("Bearer", vec![("realm", "r"), ("service", "s")], None)],
+        ),
+        // `realm=` alone is a token68 with padding, as the grammar says.
+        ("Bearer realm=", vec![("Bearer", vec![], Some("realm="))]),
+        (r#"Negotiate abc==, Basic realm="x""#, vec![("Negotiate", vec![], Some("abc==")), ("Basic", vec![("realm", "x")], None)]),
+        // Missing parameters.
+        ("Bearer", vec![("Bearer", vec![], None)]),
+        (r#"Bearer, Basic realm=x"#, vec![("Bearer", vec![], None), ("Basic", vec![("realm", "x")], None)]),
+        ("", vec![]),
+    ];
+    for (header, expected) in rows {
+        assert_eq!(shapes(header), Ok(expected), "{header}");
+    }
+}
+
+#[test]
+fn malformed_challenges_are_errors() {
+    for (header, error) in [
+        (r#"Bearer realm="unterminated"#, "expected a closing '\"' at byte 26"),
+        (r#"realm="x""#, "expected a space after the auth scheme at byte 5"),
+        (r#"Bearer realm=a=b"#, "expected ',' between parameters at byte 14"),
+        (r#"Bearer "x""#, "expected parameters or a token68 at byte 7"),
+        (r#"Bearer realm="x" scope="y""#, "expected ',' between parameters at byte 17"),
+    ] {
+        assert_eq!(shapes(header), Err(error.to_owned()), "{header}");
+    }
+}
+
+const HARBOR: &str = r#"Bearer realm="https://harbor.example.com/service/token",service="harbor-registry",scope="repository:quay-proxy/coreos/etcd:pull""#;
+
+#[test]
+fn realms_point_back_at_the_mirror_with_the_registry() {
+    let quay = RealmTarget { scheme: "http", authority: "mirror:5000", ns: Some("quay.io"), bearer_scope: None };
+    let ping = RealmTarget { ns: None, ..quay };
+    let basic = RealmTarget { bearer_scope: Some("repository:dockerhub-proxy/library/alpine:pull"), ns: Some("docker.io"), ..quay };
+    let rows: &[(&str, RealmTarget<'_>, Option<&str>)] = &[
+        // Harbor's scope stays byte for byte.
+        (HARBOR, quay, Some(r#"Bearer realm="http://mirror:5000/service/token?ns=quay.io",service="harbor-registry",scope="repository:quay-proxy/coreos/etcd:pull""#)),
+        // The ping: no registry chosen, no ns.
+        (r#"Bearer realm="https://harbor.example.com/service/token",service="harbor-registry""#, ping,
+            Some(r#"Bearer realm="http://mirror:5000/service/token",service="harbor-registry""#)),
+        // A realm query is kept, an old ns replaced.
+        (r#"Bearer realm="https://h/service/token?tenant=1&ns=old""#, quay, Some(r#"Bearer realm="http://mirror:5000/service/token?tenant=1&ns=quay.io""#)),
+        // Basic realm="harbor" on a rewritten request becomes a Bearer challenge.
+        (r#"Basic realm="harbor""#, basic,
+            Some(r#"Bearer realm="http://mirror:5000/service/token?ns=docker.io",service="harbor-registry",scope="repository:dockerhub-proxy/library/alpine:pull""#)),
+        (r#"Basic realm="harbor", Bearer realm="https://h/service/token""#, basic,
+            Some(r#"Bearer realm="http://mirror:5000/service/token?ns=docker.io",service="harbor-registry",scope="repository:dockerhub-proxy/library/alpine:pull", Bearer realm="http://mirror:5000/service/token?ns=docker.io""#)),
+        // Left alone: Basic without a rewritten request, other realms, nothing to edit, garbage.
+        (r#"Basic realm="harbor""#, quay, None),
+        (r#"Basic realm="other""#, basic, None),
+        ("Bearer", quay, None),
+        (r#"Bearer realm="unterminated"#, quay, None),
+    ];
+    for (header, target, expected) in rows {
+        assert_eq!(rewrite(header, target).as_deref(), *expected, "{header} for {target:?}");
+    }
+}
