@@ -45,9 +45,9 @@ MIRROR_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 MIRROR=127.0.0.1:$MIRROR_PORT
 ENVOY_LOG=$WORK/envoy.log
-render() { # render PLUGIN_CONFIG OUT
-  "$PYTHON" "$ROOT/envoy/render.py" "$ROOT/envoy/harbor-mirror.yaml" --listen "$MIRROR" \
-    --admin-port "$ADMIN_PORT" --upstream "http://$REGISTRY" --wasm "$WASM" --plugin-config "$1" >"$2"
+render() { # render PLUGIN_CONFIG OUT [LISTEN ADMIN_PORT UPSTREAM]
+  "$PYTHON" "$ROOT/envoy/render.py" "$ROOT/envoy/harbor-mirror.yaml" --listen "${3:-$MIRROR}" \
+    --admin-port "${4:-$ADMIN_PORT}" --upstream "${5:-http://$REGISTRY}" --wasm "$WASM" --plugin-config "$1" >"$2"
 }
 render "$ROOT/tests/e2e-plugin-config.json" "$WORK/envoy.yaml"
 start_envoy "$WORK/envoy.yaml" "$ENVOY_LOG" "$ADMIN_PORT" --log-level info --component-log-level wasm:debug || {
@@ -61,6 +61,7 @@ daemon_json "http://$MIRROR" >"$WORK/docker/daemon.json"
 start_bg "$WORK/docker/dockerd.log" dockerd --config-file "$WORK/docker/daemon.json" \
   --data-root "$WORK/docker/data" --exec-root "$WORK/docker/exec" --pidfile "$WORK/docker/docker.pid" \
   -H "unix://$DOCKER_SOCK" --iptables=false --ip-masq=false --bridge=none --storage-driver=vfs
+DOCKERD_PID=$LAST_PID
 docker_cli() { docker -H "unix://$DOCKER_SOCK" "$@"; }
 
 # containerd, for ctr.
@@ -298,12 +299,15 @@ case_bad_configurations_stop_envoy() {
 # --- runner -----------------------------------------------------------------------------------
 
 PASSED=0 FAILED=0 FAILED_CASES=()
+# run_case FUNCTION [ARGS...]: runs one case in a subshell with set -e; on failure prints the
+# log of the Envoy the case used (CASE_ENVOY_LOG, set by the case's setup, else the main one).
 run_case() {
-  local name=$1 started=$SECONDS
+  local name="$*" started=$SECONDS envoy_log=${CASE_ENVOY_LOG:-$ENVOY_LOG}
   CASE_MARK=$(wc -l <"$REGISTRY_LOG")
-  local envoy_mark; envoy_mark=$(wc -l <"$ENVOY_LOG")
+  AUTH_MARK=$(wc -l <"${AUTH_LOG:-/dev/null}")
+  local envoy_mark; envoy_mark=$(wc -l <"$envoy_log")
   echo "--- $name"
-  (set -e; "$name") >"$WORK/case.log" 2>&1
+  (set -e; "$@") >"$WORK/case.log" 2>&1
   local rc=$?
   sed 's/^/  /' "$WORK/case.log"
   if [ $rc -eq 0 ]; then
@@ -312,7 +316,7 @@ run_case() {
     FAILED=$((FAILED + 1)); FAILED_CASES+=("$name")
     echo "FAIL $name (exit $rc); Envoy's log for this case:"
     sleep 1
-    tail -n +"$((envoy_mark + 1))" "$ENVOY_LOG" | tail -n 60 | sed 's/^/  | /'
+    tail -n +"$((envoy_mark + 1))" "$envoy_log" | tail -n 60 | sed 's/^/  | /'
   fi
 }
 
@@ -326,6 +330,10 @@ run_case case_k3s_rewrite_rule_through_containerd
 run_case case_refusals_have_oci_error_bodies
 run_case case_metrics_count_what_was_done
 run_case case_bad_configurations_stop_envoy
+
+# The token-auth matrix: the same clients against a Harbor-semantics token service.
+# shellcheck source=tests/e2e-auth.sh
+. "$ROOT/tests/e2e-auth.sh"
 
 echo
 [ $FAILED -eq 0 ] || echo "failed: ${FAILED_CASES[*]}"
