@@ -151,7 +151,10 @@ pub fn parse_grant(body: &[u8]) -> Result<Grant, String> {
 pub fn judge_answer(status: Option<u32>, body: &[u8], project: &str, robot: &str, cluster: &str) -> Result<Grant, Refusal> {
     let unavailable = |message: String| Err(Refusal::new(503, ErrorCode::Unavailable, message));
     match status {
-        None => unavailable(format!("harbor's token service did not answer (timeout or connection failure on cluster {cluster:?})")),
+        // Envoy reports its own timeout of the call as a 504.
+        None | Some(504) => {
+            unavailable(format!("harbor's token service did not answer (timeout or connection failure on cluster {cluster:?})"))
+        }
         Some(200) => {
             let grant = match parse_grant(body) {
                 Ok(grant) => grant,

@@ -207,6 +207,7 @@ fn managed_token_answers_become_grants_or_refusals() {
         (Some(200), empty, Err((403, "DENIED", "harbor grants robot robot$mirror no pull on project dockerhub-private"))),
         (Some(200), b"<html>", Err((503, "UNAVAILABLE", "answered without a usable token"))),
         (None, b"", Err((503, "UNAVAILABLE", "did not answer (timeout or connection failure on cluster \"harbor\")"))),
+        (Some(504), b"upstream request timeout", Err((503, "UNAVAILABLE", "did not answer"))),
         (Some(401), b"", Err((503, "UNAVAILABLE", "refused the mirror's robot credentials (robot$mirror)"))),
         (Some(403), b"", Err((403, "DENIED", "denied robot robot$mirror"))),
         (Some(502), b"", Err((503, "UNAVAILABLE", "answered 502"))),
