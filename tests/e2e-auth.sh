@@ -24,20 +24,23 @@ cat >"$WORK/auth/config.json" <<JSON
     "dockerhub-proxy": {"public": true, "proxy": true},
     "dockerhub-private": {"public": false, "proxy": true},
     "quay-private": {"public": false, "proxy": true},
-    "production": {"public": false, "proxy": false}
+    "production": {"public": false, "proxy": false},
+    "slowproj": {"public": false, "proxy": false}
   },
   "robots": {
-    "robot\$mirror": {"password": "mirror-secret", "projects": ["dockerhub-private", "production"]},
+    "robot\$mirror": {"password": "mirror-secret", "projects": ["dockerhub-private", "production", "slowproj"]},
     "robot\$ci": {"password": "ci-secret", "projects": ["dockerhub-private"]}
   },
-  "token_seconds": 1800
+  "token_seconds": 1800,
+  "token_delay": {"slowproj": 1.5}
 }
 JSON
 touch "$AUTH_LOG"
 start_bg "$WORK/auth/harbor_auth.out" python3 "$ROOT/tests/harbor_auth.py" "$WORK/auth/config.json"
 wait_for 20 "harbor_auth on $AUTH" curl -s -o /dev/null "http://$AUTH/v2/" || { cat "$WORK/auth/harbor_auth.out"; exit 1; }
 PRIVATE=$(seed_image "$WORK" "$REGISTRY" dockerhub-private/library/alpine:3.19 "alpine 3.19 from dockerhub-private" v2s2)
-[ -n "$PRIVATE" ] || { echo "seeding the private project failed"; exit 1; }
+SLOW=$(seed_image "$WORK" "$REGISTRY" slowproj/app:1 "app behind a slow token service" oci)
+[ -n "$PRIVATE" ] && [ -n "$SLOW" ] || { echo "seeding the private projects failed"; exit 1; }
 
 # Worker threads, each with its own wasm VM: the token cache is shared between them.
 MIRROR_WORKERS=2
@@ -55,7 +58,7 @@ start_mirror() {
   printf -v "ADMIN_$name" '%s' "$admin"
 }
 plugin_config() { # plugin_config PROJECT [AUTH_JSON]
-  printf '{"registries": {"docker.io": {"project": "%s"}}, "default_registry": "docker.io", "passthrough_projects": ["production"], "debug_header": true%s}' \
+  printf '{"registries": {"docker.io": {"project": "%s"}}, "default_registry": "docker.io", "passthrough_projects": ["production", "slowproj"], "debug_header": true%s}' \
     "$1" "${2:+, \"auth\": $2}"
 }
 MANAGED_AUTH='{"robot": {"username": "robot$mirror", "password": "mirror-secret"}, "cluster": "harbor", "authority": "'$AUTH'", "timeout_ms": 2000}'
@@ -63,6 +66,8 @@ start_mirror public "$(plugin_config dockerhub-proxy)"
 start_mirror private "$(plugin_config dockerhub-private)"
 start_mirror managed "$(plugin_config dockerhub-private "$MANAGED_AUTH")"
 start_mirror off "$(plugin_config dockerhub-proxy '{"rewrite_tokens": false}')"
+# One worker, so that concurrent requests meet in the same VM.
+MIRROR_WORKERS=1 start_mirror single "$(plugin_config dockerhub-private "$MANAGED_AUTH")"
 # A second registry in managed mode, for a project robot$mirror lacks.
 start_mirror denied '{"registries": {"docker.io": {"project": "quay-private"}}, "default_registry": "docker.io", "auth": '"$MANAGED_AUTH"'}'
 start_mirror badrobot "$(plugin_config dockerhub-private '{"robot": {"username": "robot$mirror", "password": "wrong"}, "cluster": "harbor", "authority": "'$AUTH'"}')"
@@ -230,8 +235,28 @@ case_managed_fetches_once_per_project() {
   local fetches; fetches=$(auth_lines | jq -s 'map(select(.path == "/service/token" and (.scopes | index("repository:production/app:pull")))) | length')
   echo "token requests for project production: $fetches (worker VMs: $MIRROR_WORKERS)"
   [ "$fetches" -ge 1 ] && [ "$fetches" -le "$MIRROR_WORKERS" ] || { echo "FAIL: expected one fetch per VM at most"; return 1; }
-  curl -s "http://127.0.0.1:$ADMIN_managed/stats?filter=harbor_mirror.token" | sed 's/^/    /'
-  echo "    (before: $(echo "$stats_before" | tr '\n' ' '))"
+  local stats; stats=$(curl -s "http://127.0.0.1:$ADMIN_managed/stats?filter=harbor_mirror.token")
+  echo "$stats" | sed 's/^/    /'
+  counter() { echo "$1" | awk -F': ' -v name="wasmcustom.harbor_mirror.token.$2" '$1 == name {print $2}'; }
+  expect_eq "token.fetches counted" "$(($(counter "$stats" fetches) - $(counter "$stats_before" fetches)))" "$fetches"
+  [ "$(counter "$stats" cache_hits)" -gt "$(counter "$stats_before" cache_hits)" ] || { echo "FAIL: no cache hit counted"; return 1; }
+}
+
+# Managed mode: the request that started a fetch goes away; the one waiting for the same
+# project still gets its answer (the root context fetches again).
+case_managed_fetch_survives_its_request() {
+  local accept='Accept: application/vnd.oci.image.manifest.v1+json' started=$SECONDS
+  curl -s -o /dev/null -m 0.5 -H "$accept" "http://$MIRROR_single/v2/slowproj/app/manifests/1" &
+  local quitter=$!
+  sleep 0.2
+  local status; status=$(curl -s -o "$WORK/body" -m 15 -w '%{http_code}' -H "$accept" "http://$MIRROR_single/v2/slowproj/app/manifests/1")
+  wait "$quitter" || true
+  expect_eq "status of the request that waited" "$status" 200
+  expect_eq "its manifest digest" "sha256:$(sha256sum <"$WORK/body" | cut -d' ' -f1)" "$SLOW"
+  echo "answered after $((SECONDS - started))s"
+  grep -q 'token fetch for project slowproj lost its request; fetching again' "$ENVOY_LOG_single" ||
+    { echo "FAIL: the root context did not fetch again"; return 1; }
+  echo "ok: the root context fetched again"
 }
 
 # expect_oci_error MIRROR PATH STATUS CODE MESSAGE_PART [MAX_SECONDS]
@@ -266,4 +291,5 @@ for client in docker ctr podman skopeo; do
 done
 CASE_ENVOY_LOG=$WORK/auth/envoy-private.log run_case case_auth_challenge_points_back_at_the_mirror
 CASE_ENVOY_LOG=$WORK/auth/envoy-managed.log run_case case_managed_fetches_once_per_project
+CASE_ENVOY_LOG=$WORK/auth/envoy-single.log run_case case_managed_fetch_survives_its_request
 CASE_ENVOY_LOG=$WORK/auth/envoy-hanging.log run_case case_managed_failures_are_answered

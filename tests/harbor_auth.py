@@ -29,7 +29,8 @@ goes out) which the suite asserts on; passwords and tokens are never logged.
 Usage: python3 tests/harbor_auth.py CONFIG.json, a JSON object with `listen` (host:port),
 `registry` (the registry's base URL), `external_url` (this server as clients reach it: the token
 realm), `log` (the JSON-lines file), `projects` (name -> {"public": bool, "proxy": bool}), `robots`
-(name -> {"password": ..., "projects": [...]}) and `token_seconds`. It prints
+(name -> {"password": ..., "projects": [...]}), `token_seconds`, and, as a test knob Harbor does
+not have, `token_delay` (project -> seconds to wait before answering its token requests). It prints
 `harbor_auth listening on <listen>` once the socket is bound and serves until SIGTERM or SIGINT.
 """
 import base64
@@ -154,6 +155,8 @@ class Fixture:
         self.projects = config.get("projects", {})
         self.robots = config.get("robots", {})
         self.token_seconds = int(config.get("token_seconds", 1800))
+        # Test knob, not Harbor: seconds to wait before answering token requests for a project.
+        self.token_delay = config.get("token_delay", {})
         self.secret = os.urandom(32)
         self.log = JsonLog(config["log"])
 
@@ -345,6 +348,10 @@ class Handler(BaseHTTPRequestHandler):
         if caller.auth == "basic-invalid":
             self.reply(record, 401, error_body("UNAUTHORIZED", "authentication failed"))
             return
+        delays = [fixture.token_delay.get(project_of(parsed[1]), 0)
+                  for parsed in map(parse_scope, record["scopes"]) if parsed]
+        if delays and max(delays) > 0:
+            time.sleep(max(delays))
         access = fixture.grant(caller.robot, record["scopes"])
         record["granted"] = [entry["name"] + ":" + ",".join(entry["actions"]) for entry in access]
         now = int(time.time())
