@@ -17,6 +17,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::challenge::{self, RealmTarget};
+use crate::config::Managed;
 use crate::decide::{decide, Decision, Refusal, Request, Route};
 use crate::oci::{self, ErrorCode};
 use crate::Config;
@@ -233,35 +234,43 @@ impl MirrorRequest {
             set_header(MapType::HttpRequestHeaders, ":path", Some(path))?;
         }
         let pull = matches!(request.method, "GET" | "HEAD");
-        if shared.config.auth.managed.is_some() {
-            let forwarded = new_path.as_deref().unwrap_or(request.path);
-            if let Some(action) = self.authenticate(shared, &route, forwarded, pull, debug_header.as_deref())? {
-                return Ok(action);
+        let authenticated = match &shared.config.auth.managed {
+            Some(managed) => {
+                let forwarded = new_path.as_deref().unwrap_or(request.path);
+                self.authenticate(shared, managed, &route, forwarded, pull, debug_header.as_deref())?
             }
-        }
+            None => Authenticated::Continue,
+        };
         let (registry, mapped) = match route {
             Route::Mapped { registry, .. } => (Some(registry.index), true),
             Route::Ping { registry } => (registry.map(|registry| registry.index), false),
             _ => (None, false),
         };
         self.forwarded = Some(Forwarded { registry, mapped, pull, path: new_path, authority: headers.authority });
-        self.debug_header = debug_header;
-        Ok(Action::Continue)
+        match authenticated {
+            Authenticated::Continue => {
+                self.debug_header = debug_header;
+                Ok(Action::Continue)
+            }
+            Authenticated::Waiting => {
+                self.debug_header = debug_header;
+                Ok(Action::Pause)
+            }
+            Authenticated::Answered => Ok(Action::Pause),
+        }
     }
 
     /// Managed mode: answers the ping, and gives repository requests the robot's token in place
-    /// of whatever Authorization the client sent. `Some` when the request must not continue now.
+    /// of whatever Authorization the client sent.
     fn authenticate(
         &mut self,
         shared: &Shared,
+        managed: &Managed,
         route: &Route<'_>,
         forwarded: &str,
         pull: bool,
         debug_header: Option<&str>,
-    ) -> Result<Option<Action>, HostError> {
-        let Some(managed) = &shared.config.auth.managed else {
-            return Ok(None);
-        };
+    ) -> Result<Authenticated, HostError> {
         let registry_api = forwarded == "/v2" || forwarded.starts_with("/v2/") || forwarded.starts_with("/v2?");
         if registry_api {
             // Clients' credentials are for other registries (docker sends Docker Hub's).
@@ -270,30 +279,37 @@ impl MirrorRequest {
         match route {
             Route::Ping { .. } if pull => {
                 send_reply(200, "{}", debug_header)?;
-                Ok(Some(Action::Pause))
+                Ok(Authenticated::Answered)
             }
             Route::Mapped { .. } | Route::Prefixed => {
                 let Some(repository) = oci::repository_in(forwarded) else {
-                    return Ok(None);
+                    return Ok(Authenticated::Continue);
                 };
                 match shared.fetches.token_for(managed, &shared.metrics, self.id, repository) {
                     Ok(TokenFor::Cached(token)) => {
                         set_header(MapType::HttpRequestHeaders, "authorization", Some(&format!("Bearer {token}")))?;
-                        Ok(None)
+                        Ok(Authenticated::Continue)
                     }
-                    Ok(TokenFor::Waiting) => {
-                        self.debug_header = debug_header.map(str::to_owned);
-                        Ok(Some(Action::Pause))
-                    }
+                    Ok(TokenFor::Waiting) => Ok(Authenticated::Waiting),
                     Err(refusal) => {
                         send_refusal(&refusal, debug_header)?;
-                        Ok(Some(Action::Pause))
+                        Ok(Authenticated::Answered)
                     }
                 }
             }
-            _ => Ok(None),
+            _ => Ok(Authenticated::Continue),
         }
     }
+}
+
+/// What managed mode did with a request.
+enum Authenticated {
+    /// Forward it now.
+    Continue,
+    /// Paused until its project's token fetch ends.
+    Waiting,
+    /// Answered here.
+    Answered,
 }
 
 /// A 401 from Harbor. Pass-through mode: point every Bearer realm back at this proxy with the
