@@ -36,7 +36,8 @@ pub enum Route<'c> {
     /// `/v2/` (or `/<alias>/v2/`, then with the alias's registry): the API version check
     /// clients start with.
     Ping { registry: Option<&'c Registry> },
-    /// Not about one repository: `/v2/`, `/v2/_catalog`, Harbor's UI and API.
+    /// Not about one repository: `/v2/_catalog`, other `/v2/` shapes, Harbor's UI and API, and
+    /// token requests when token handling is off.
     NotRepository,
     /// A repository request for which no registry applies (no `ns`, alias, host or default).
     NoRegistry,
@@ -178,11 +179,7 @@ pub fn decide<'c>(config: &'c Config, request: &Request<'_>) -> Decision<'c> {
     let (name, rest) = match oci::parse_endpoint(after_v2) {
         Endpoint::Repository { name, rest } => (name, rest),
         endpoint @ (Endpoint::Ping | Endpoint::Other) => {
-            // The alias form is this mirror's own: Harbor only knows `/v2/...`.
-            let path = alias.map(|_| match query {
-                Some(query) => format!("{api_path}?{query}"),
-                None => api_path.to_owned(),
-            });
+            let path = alias.map(|_| without_alias(api_path, query));
             let route = if endpoint == Endpoint::Ping { Route::Ping { registry: alias_registry } } else { Route::NotRepository };
             return Decision::Forward { path, route };
         }
@@ -204,10 +201,7 @@ fn decide_token_request<'c>(
     alias_registry: Option<&'c Registry>,
 ) -> Decision<'c> {
     if !config.auth.rewrite_tokens {
-        let path = alias_registry.map(|_| match query {
-            Some(query) => format!("{TOKEN_PATH}?{query}"),
-            None => TOKEN_PATH.to_owned(),
-        });
+        let path = alias_registry.map(|_| without_alias(TOKEN_PATH, query));
         return Decision::Forward { path, route: Route::NotRepository };
     }
     match select_registry(config, query, alias_registry, request.authority) {
@@ -463,10 +457,18 @@ fn refuse<'c>(status: u32, code: ErrorCode, message: String) -> Decision<'c> {
     Decision::Refuse(Refusal::new(status, code, message))
 }
 
+/// The path Harbor knows for an aliased request: the alias form is this mirror's own.
+fn without_alias(api_path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(query) => format!("{api_path}?{query}"),
+        None => api_path.to_owned(),
+    }
+}
+
 /// Splits `/<alias>/v2/...` (or `/<alias>/service/token`) into the alias and the path Harbor
 /// knows; `/v2/...` has no alias. `None` for paths outside the registry API and token service.
 fn split_alias(path: &str) -> Option<(Option<&str>, &str)> {
-    let is_api = |p: &str| p == "/v2" || p.starts_with("/v2/") || p == TOKEN_PATH;
+    let is_api = |p: &str| oci::is_registry_path(p) || p == TOKEN_PATH;
     if is_api(path) {
         return Some((None, path));
     }

@@ -101,6 +101,12 @@ impl ErrorCode {
     }
 }
 
+/// Whether `path` (query allowed) is under the registry API: `/v2` or `/v2/...`.
+pub fn is_registry_path(path: &str) -> bool {
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    path == "/v2" || path.starts_with("/v2/")
+}
+
 /// The repository a `/v2/...` path (query allowed) is about, if it is a repository endpoint.
 pub fn repository_in(path: &str) -> Option<&str> {
     let path = path.split_once('?').map_or(path, |(path, _)| path);

@@ -66,7 +66,12 @@ fn ns_values(query: &str) -> impl Iterator<Item = &str> {
 }
 
 fn is_ns(pair: &str) -> bool {
-    pair.split_once('=').map_or(pair, |(key, _)| key) == NS
+    key(pair) == NS
+}
+
+/// The key of one `key=value` pair of a query (the whole pair if it has no `=`).
+pub(crate) fn key(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(key, _)| key)
 }
 
 /// Decodes a query value (`%XX` escapes, `+` for space); `None` if an escape is malformed or

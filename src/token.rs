@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use crate::challenge::{HARBOR_SERVICE, TOKEN_PATH};
-use crate::config::{Config, Registry};
+use crate::config::{Config, Managed, Registry};
 use crate::decide::{map_name, Mapping, Refusal};
 use crate::oci::{self, ErrorCode};
 use crate::query;
@@ -53,8 +53,7 @@ pub(crate) fn rewrite_scopes(config: &Config, registry: &Registry, query: &str) 
     let mut separator = '?';
     let mut scopes_written = false;
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        let key = pair.split_once('=').map_or(pair, |(key, _)| key);
-        match key {
+        match query::key(pair) {
             "ns" => {}
             "scope" => {
                 if !std::mem::replace(&mut scopes_written, true) {
@@ -206,8 +205,8 @@ pub fn grants_pull(token: &str, project: &str) -> Option<bool> {
 
 /// The shared-data key of the cached token for `project`, per Harbor and robot so that a
 /// configuration change never reuses another account's token.
-pub fn cache_key(authority: &str, username: &str, project: &str) -> String {
-    format!("harbor_mirror.token/{authority}/{username}/{project}")
+pub fn cache_key(managed: &Managed, project: &str) -> String {
+    format!("harbor_mirror.token/{}/{}/{project}", managed.authority, managed.username)
 }
 
 /// A cached token with the time (Unix seconds) until which it is used.

@@ -192,7 +192,7 @@ fn answer_status() -> Option<u32> {
 
 /// A fresh token for `project` from the shared cache.
 fn cached(managed: &Managed, project: &str) -> Result<Option<String>, HostError> {
-    let key = token::cache_key(&managed.authority, &managed.username, project);
+    let key = token::cache_key(managed, project);
     let (value, _) = host("get_shared_data", hostcalls::get_shared_data(&key))?;
     let now = now_secs()?;
     Ok(value.as_deref().and_then(CacheEntry::decode).filter(|entry| entry.is_fresh(now)).map(|entry| entry.token.to_owned()))
@@ -200,24 +200,26 @@ fn cached(managed: &Managed, project: &str) -> Result<Option<String>, HostError>
 
 /// Caches `grant` unless another VM cached a fresher token meanwhile.
 fn store(managed: &Managed, project: &str, grant: &Grant) -> Result<(), HostError> {
-    let key = token::cache_key(&managed.authority, &managed.username, project);
+    let key = token::cache_key(managed, project);
     let entry = CacheEntry::for_grant(grant, now_secs()?);
     let (value, cas) = host("get_shared_data", hostcalls::get_shared_data(&key))?;
     if value.as_deref().and_then(CacheEntry::decode).is_some_and(|old| old.fresh_until >= entry.fresh_until) {
         return Ok(());
     }
-    match hostcalls::set_shared_data(&key, Some(entry.encode().as_bytes()), cas) {
-        // Another VM wrote between the read and the write: its token is as good.
-        Ok(()) | Err(Status::CasMismatch) => Ok(()),
-        Err(status) => Err(HostError::from_status("set_shared_data", status)),
-    }
+    write_entry(&key, entry.encode().as_bytes(), cas)
 }
 
 /// Drops `project`'s cached token (Harbor refused it), so that the next request fetches anew.
 pub fn forget(managed: &Managed, project: &str) -> Result<(), HostError> {
-    let key = token::cache_key(&managed.authority, &managed.username, project);
+    let key = token::cache_key(managed, project);
     let (_, cas) = host("get_shared_data", hostcalls::get_shared_data(&key))?;
-    match hostcalls::set_shared_data(&key, Some(b""), cas) {
+    write_entry(&key, b"", cas)
+}
+
+/// Writes a cache entry if nobody wrote since `cas` was read.
+fn write_entry(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+    match hostcalls::set_shared_data(key, Some(value), cas) {
+        // Another VM wrote between the read and the write: its entry is as good.
         Ok(()) | Err(Status::CasMismatch) => Ok(()),
         Err(status) => Err(HostError::from_status("set_shared_data", status)),
     }

@@ -37,6 +37,16 @@ struct Shared {
     fetches: Fetches,
 }
 
+impl Shared {
+    /// Harbor answered managed mode's token call `token_id`; `current` is the context the host
+    /// called back, the root's or the request's that dispatched it.
+    fn token_answered(&self, current: u32, token_id: u32, body_size: usize) {
+        if let Some(managed) = &self.config.auth.managed {
+            self.fetches.finish(managed, &self.metrics, current, token_id, body_size);
+        }
+    }
+}
+
 struct MirrorRoot {
     id: u32,
     shared: Option<Rc<Shared>>,
@@ -44,10 +54,8 @@ struct MirrorRoot {
 
 impl Context for MirrorRoot {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        if let Some(shared) = &self.shared
-            && let Some(managed) = &shared.config.auth.managed
-        {
-            shared.fetches.finish(managed, &shared.metrics, self.id, token_id, body_size);
+        if let Some(shared) = &self.shared {
+            shared.token_answered(self.id, token_id, body_size);
         }
     }
 }
@@ -133,10 +141,8 @@ struct Forwarded {
 
 impl Context for MirrorRequest {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        if let Some(shared) = &self.shared
-            && let Some(managed) = &shared.config.auth.managed
-        {
-            shared.fetches.finish(managed, &shared.metrics, self.id, token_id, body_size);
+        if let Some(shared) = &self.shared {
+            shared.token_answered(self.id, token_id, body_size);
         }
     }
 
@@ -271,8 +277,7 @@ impl MirrorRequest {
         pull: bool,
         debug_header: Option<&str>,
     ) -> Result<Authenticated, HostError> {
-        let registry_api = forwarded == "/v2" || forwarded.starts_with("/v2/") || forwarded.starts_with("/v2?");
-        if registry_api {
+        if oci::is_registry_path(forwarded) {
             // Clients' credentials are for other registries (docker sends Docker Hub's).
             set_header(MapType::HttpRequestHeaders, "authorization", None)?;
         }
