@@ -4,7 +4,11 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use harbor_mirror::{decide, Config, Decision, Request, Route};
+mod common;
+
+use common::Expect::*;
+use common::{check, parse};
+use harbor_mirror::{decide, Config, Decision, Request};
 
 /// The configuration of the issue's contract, plus host routing for quay.io.
 const CONFIG: &str = r#"{
@@ -26,38 +30,8 @@ const CONFIG: &str = r#"{
   "passthrough_projects": ["production"]
 }"#;
 
-#[derive(Debug)]
-enum Expect {
-    /// Mapped to a Harbor repository: forwarded with this path.
-    Rewrite(&'static str),
-    /// Forwarded with this path, no name mapping (alias or `ns` stripped).
-    PassAs(&'static str),
-    /// Forwarded untouched.
-    Pass,
-    /// Answered locally with this status and OCI code.
-    Refuse(u32, &'static str),
-}
-use Expect::*;
-
-fn check(config: &Config, rows: &[(&str, &str, &str, Expect)]) {
-    for (method, path, authority, expected) in rows {
-        let decision = decide(config, &Request { method, path, authority });
-        let ok = match (&decision, expected) {
-            (Decision::Forward { path: Some(p), route: Route::Mapped { .. } }, Rewrite(want)) => p == want,
-            (Decision::Forward { path: Some(p), route }, PassAs(want)) => p == want && !matches!(route, Route::Mapped { .. }),
-            (Decision::Forward { path: None, route }, Pass) => !matches!(route, Route::Mapped { .. }),
-            (Decision::Refuse(r), Refuse(status, code)) => r.status == *status && r.code.as_str() == *code,
-            _ => false,
-        };
-        assert!(ok, "{method} {path} (host {authority}): expected {expected:?}, got {decision:?}");
-    }
-}
-
 fn config() -> Config {
-    match Config::from_json(CONFIG.as_bytes()) {
-        Ok(config) => config,
-        Err(e) => panic!("test configuration: {e}"),
-    }
+    parse(CONFIG)
 }
 
 #[test]
@@ -100,7 +74,7 @@ fn selection_order_is_ns_then_alias_then_host_then_default() {
 
 #[test]
 fn no_registry_applies_without_a_default() {
-    let config = Config::from_json(br#"{"registries": {"quay.io": {"project": "q"}}}"#).unwrap_or_else(|e| panic!("{e}"));
+    let config = parse(r#"{"registries": {"quay.io": {"project": "q"}}}"#);
     check(&config, &[
         ("GET", "/v2/a/b/manifests/1", "anything", Pass),
         ("GET", "/v2/a/b/manifests/1?ns=quay.io", "anything", Rewrite("/v2/q/a/b/manifests/1")),

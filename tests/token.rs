@@ -6,7 +6,11 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use harbor_mirror::token::{grants_pull, managed_token_path, parse_grant, CacheEntry, Grant};
-use harbor_mirror::{decide, Config, Decision, Request, Route};
+mod common;
+
+use common::Expect::*;
+use common::{check, parse};
+use harbor_mirror::{decide, Request};
 
 const CONFIG: &str = r#"{
   "registries": {
@@ -23,37 +27,9 @@ const CONFIG: &str = r#"{
   "passthrough_projects": ["production"]
 }"#;
 
-fn config(json: &str) -> Config {
-    Config::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("test configuration: {e}"))
-}
-
-#[derive(Debug)]
-enum Expect {
-    /// Forwarded to Harbor's token service with this path.
-    Token(&'static str),
-    /// Forwarded untouched.
-    Pass,
-    /// Answered locally with this status and OCI code.
-    Refuse(u32, &'static str),
-}
-use Expect::*;
-
-fn check(config: &Config, rows: &[(&str, &str, &str, Expect)]) {
-    for (method, path, authority, expected) in rows {
-        let decision = decide(config, &Request { method, path, authority });
-        let ok = match (&decision, expected) {
-            (Decision::Forward { path: Some(p), route: Route::Token { .. } }, Token(want)) => p == want,
-            (Decision::Forward { path: None, route }, Pass) => !matches!(route, Route::Token { .. }),
-            (Decision::Refuse(r), Refuse(status, code)) => r.status == *status && r.code.as_str() == *code,
-            _ => false,
-        };
-        assert!(ok, "{method} {path} (host {authority}): expected {expected:?}, got {decision:?}");
-    }
-}
-
 #[test]
 fn token_request_scopes_are_mapped_like_paths() {
-    check(&config(CONFIG), &[
+    check(&parse(CONFIG), &[
         // docker 20.10: its own name, percent-encoded, no ns: the default registry.
         ("GET", "/service/token?scope=repository%3Alibrary%2Falpine%3Apull&service=harbor-registry", "m",
             Token("/service/token?scope=repository:dockerhub-proxy/library/alpine:pull&service=harbor-registry")),
@@ -91,7 +67,7 @@ fn token_request_scopes_are_mapped_like_paths() {
 
 #[test]
 fn refused_names_get_no_scope() {
-    check(&config(CONFIG), &[
+    check(&parse(CONFIG), &[
         ("GET", "/service/token?scope=repository:library/evil:pull&scope=repository:library/a:pull", "m",
             Token("/service/token?scope=repository:dockerhub-proxy/library/a:pull")),
         ("GET", "/service/token?scope=repository:library/evil:pull&service=harbor-registry", "m", Token("/service/token?service=harbor-registry")),
@@ -104,7 +80,7 @@ fn refused_names_get_no_scope() {
 
 #[test]
 fn dropped_scopes_say_why() {
-    let config = config(CONFIG);
+    let config = parse(CONFIG);
     let decision = decide(&config, &Request { method: "GET", path: "/service/token?scope=repository:library/evil:pull", authority: "m" });
     assert_eq!(
         decision.to_string(),
@@ -114,9 +90,9 @@ fn dropped_scopes_say_why() {
 
 #[test]
 fn token_requests_pass_untouched_when_token_handling_is_off_or_no_registry_applies() {
-    let off = config(r#"{"registries": {"docker.io": {"project": "p"}}, "default_registry": "docker.io", "auth": {"rewrite_tokens": false}}"#);
+    let off = parse(r#"{"registries": {"docker.io": {"project": "p"}}, "default_registry": "docker.io", "auth": {"rewrite_tokens": false}}"#);
     check(&off, &[("GET", "/service/token?scope=repository:library/a:pull&ns=docker.io", "m", Pass)]);
-    let no_default = config(r#"{"registries": {"quay.io": {"project": "q"}}}"#);
+    let no_default = parse(r#"{"registries": {"quay.io": {"project": "q"}}}"#);
     check(&no_default, &[
         ("GET", "/service/token?scope=repository:coreos/etcd:pull", "m", Pass),
         ("GET", "/service/token?scope=repository:coreos/etcd:pull&ns=quay.io", "m", Token("/service/token?scope=repository:q/coreos/etcd:pull")),
