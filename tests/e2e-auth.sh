@@ -106,18 +106,22 @@ auth_received_none() {
 
 # --- the clients, pointed at one mirror -------------------------------------------------------
 
+basic_credentials() { printf '%s' "$1" | base64 -w0; } # USER:PASSWORD, as config files store it
+
+docker_mirrors_include() { docker_cli info --format '{{json .RegistryConfig.Mirrors}}' | grep -qF "$1"; }
+
 # pull_docker MIRROR [USER:PASSWORD]: reloads dockerd with MIRROR as its registry mirror, pulls
 # alpine:3.19 (with the credentials docker would hold for Docker Hub) and prints its digest.
 pull_docker() {
   daemon_json "http://$1" >"$WORK/docker/daemon.json"
   kill -HUP "$DOCKERD_PID"
-  wait_for 20 "dockerd to reload its mirror" sh -c "docker -H unix://$DOCKER_SOCK info --format '{{json .RegistryConfig.Mirrors}}' | grep -q '$1'"
+  wait_for 20 "dockerd to reload its mirror" docker_mirrors_include "$1"
   docker_cli rmi -f alpine:3.19 >/dev/null 2>&1 || true
   local config=$WORK/docker/cli-$$-$RANDOM; mkdir -p "$config"
   if [ -n "${2:-}" ]; then
-    printf '{"auths": {"https://index.docker.io/v1/": {"auth": "%s"}}}' "$(printf '%s' "$2" | base64 -w0)" >"$config/config.json"
+    printf '{"auths": {"https://index.docker.io/v1/": {"auth": "%s"}}}' "$(basic_credentials "$2")" >"$config/config.json"
   fi
-  DOCKER_CONFIG=$config timeout 120 docker -H "unix://$DOCKER_SOCK" pull alpine:3.19 >&2 || return 1
+  DOCKER_CONFIG=$config docker_cli pull alpine:3.19 >&2 || return 1
   docker_cli image inspect --format '{{index .RepoDigests 0}}' alpine:3.19 | sed 's/^alpine@//'
 }
 
@@ -125,8 +129,7 @@ pull_ctr() { # pull_ctr MIRROR [USER:PASSWORD]
   local hosts=$WORK/hosts-auth-$1 namespace=auth-$RANDOM
   write_hosts_toml "$hosts" docker.io "http://$1" https://registry-1.docker.io
   local user=(); [ -z "${2:-}" ] || user=(--user "$2")
-  timeout 120 ctr -a "$CONTAINERD_SOCK" -n "$namespace" images pull --snapshotter native --hosts-dir "$hosts" \
-    "${user[@]}" docker.io/library/alpine:3.19 >&2 || return 1
+  ctr_pull "$hosts" "$namespace" docker.io/library/alpine:3.19 "${user[@]}" >&2 || return 1
   ctr_digest "$namespace" docker.io/library/alpine:3.19
 }
 
@@ -134,20 +137,17 @@ pull_ctr() { # pull_ctr MIRROR [USER:PASSWORD]
 # looks up credentials for the mirror's own host, as `podman login <mirror>` stores them.
 authfile_for() { # authfile_for MIRROR [USER:PASSWORD]: prints --authfile FILE, or nothing
   [ -n "${2:-}" ] || return 0
-  printf '{"auths": {"%s": {"auth": "%s"}}}' "$1" "$(printf '%s' "$2" | base64 -w0)" >"$WORK/auth-$1.json"
+  printf '{"auths": {"%s": {"auth": "%s"}}}' "$1" "$(basic_credentials "$2")" >"$WORK/auth-$1.json"
   printf -- '--authfile\n%s\n' "$WORK/auth-$1.json"
 }
 
 pull_podman() { # pull_podman MIRROR [USER:PASSWORD]
   registries_conf "$1" >"$WORK/registries-$1.conf"
   local authfile; mapfile -t authfile < <(authfile_for "$@")
-  podman_at() {
-    CONTAINERS_REGISTRIES_CONF=$WORK/registries-$1.conf timeout 120 podman --root "$WORK/podman/root" \
-      --runroot "$WORK/podman/run" --storage-driver vfs --cgroup-manager cgroupfs --events-backend file "${@:2}"
-  }
-  podman_at "$1" rmi -f docker.io/library/alpine:3.19 >/dev/null 2>&1 || true
-  podman_at "$1" pull "${authfile[@]}" docker.io/library/alpine:3.19 >&2 || return 1
-  podman_at "$1" image inspect --format '{{.Digest}}' docker.io/library/alpine:3.19
+  local REGISTRIES_CONF=$WORK/registries-$1.conf
+  podman_cli rmi -f docker.io/library/alpine:3.19 >/dev/null 2>&1 || true
+  podman_cli pull "${authfile[@]}" docker.io/library/alpine:3.19 >&2 || return 1
+  podman_cli image inspect --format '{{.Digest}}' docker.io/library/alpine:3.19
 }
 
 pull_skopeo() { # pull_skopeo MIRROR [USER:PASSWORD]

@@ -62,7 +62,7 @@ start_bg "$WORK/docker/dockerd.log" dockerd --config-file "$WORK/docker/daemon.j
   --data-root "$WORK/docker/data" --exec-root "$WORK/docker/exec" --pidfile "$WORK/docker/docker.pid" \
   -H "unix://$DOCKER_SOCK" --iptables=false --ip-masq=false --bridge=none --storage-driver=vfs
 DOCKERD_PID=$LAST_PID
-docker_cli() { docker -H "unix://$DOCKER_SOCK" "$@"; }
+docker_cli() { timeout 120 docker -H "unix://$DOCKER_SOCK" "$@"; }
 
 # containerd, for ctr.
 CONTAINERD_SOCK=$WORK/containerd/containerd.sock
@@ -81,8 +81,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
   address = "$CONTAINERD_SOCK.ttrpc"
 EOF
 start_bg "$WORK/containerd/containerd.log" containerd --config "$WORK/containerd/config.toml"
-ctr_pull() { # ctr_pull HOSTS_DIR NAMESPACE REF
-  ctr -a "$CONTAINERD_SOCK" -n "$2" images pull --snapshotter native --hosts-dir "$1" "$3"
+ctr_pull() { # ctr_pull HOSTS_DIR NAMESPACE REF [PULL OPTIONS...]
+  timeout 120 ctr -a "$CONTAINERD_SOCK" -n "$2" images pull --snapshotter native --hosts-dir "$1" "${@:4}" "$3"
 }
 ctr_digest() { # ctr_digest NAMESPACE REF
   ctr -a "$CONTAINERD_SOCK" -n "$1" images ls "name==$2" | awk 'NR == 2 {print $3}'
@@ -94,8 +94,8 @@ write_hosts_toml() { # write_hosts_toml DIR REGISTRY MIRROR_URL [SERVER]
 
 # podman and skopeo: registries.conf with the mirror.
 registries_conf "$MIRROR" >"$WORK/registries.conf"
-podman_cli() {
-  CONTAINERS_REGISTRIES_CONF=$WORK/registries.conf podman --root "$WORK/podman/root" \
+podman_cli() { # with REGISTRIES_CONF set, that registries.conf instead of the suite's
+  CONTAINERS_REGISTRIES_CONF=${REGISTRIES_CONF:-$WORK/registries.conf} timeout 120 podman --root "$WORK/podman/root" \
     --runroot "$WORK/podman/run" --storage-driver vfs --cgroup-manager cgroupfs --events-backend file "$@"
 }
 
