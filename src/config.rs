@@ -4,15 +4,11 @@
 //! Errors name the place of the mistake the way a user would point at it:
 //! `registries["quay.io"].rewrite["("]: regex parse error ...`.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::marker::PhantomData;
 
 use regex_lite::Regex;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
+use crate::json::{self, Struct, Ty, Value};
 use crate::oci;
 
 /// Docker Hub's registry key, the one registry whose single-segment names get `library/`.
@@ -32,10 +28,21 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(at: impl Into<String>, message: impl fmt::Display) -> Self {
-        let message = message.to_string();
+        Self::one_line(at.into(), &message)
+    }
+
+    /// Not generic, so that the many kinds of `at` and `message` share its code.
+    fn one_line(at: String, message: &dyn fmt::Display) -> Self {
         // Envoy logs one line per error; regex errors span several.
-        let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-        ConfigError { at: at.into(), message }
+        let text = message.to_string();
+        let mut message = String::with_capacity(text.len());
+        for word in text.split_whitespace() {
+            if !message.is_empty() {
+                message.push(' ');
+            }
+            message.push_str(word);
+        }
+        ConfigError { at, message }
     }
 }
 
@@ -47,102 +54,125 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A JSON object read as ordered `(key, value)` pairs, refusing duplicate keys, so that rewrite
-/// rules apply in document order and a repeated key is an error rather than silently dropped.
-struct Pairs<V>(Vec<(String, V)>);
-
-impl<V> Default for Pairs<V> {
-    fn default() -> Self {
-        Pairs(Vec::new())
-    }
-}
-
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct PairsVisitor<V>(PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> Visitor<'de> for PairsVisitor<V> {
-            type Value = Pairs<V>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs<V>, A::Error> {
-                let mut pairs: Vec<(String, V)> = Vec::new();
-                while let Some((key, value)) = map.next_entry::<String, V>()? {
-                    if pairs.iter().any(|(seen, _)| *seen == key) {
-                        return Err(de::Error::custom(format!("duplicate key {key:?}")));
-                    }
-                    pairs.push((key, value));
-                }
-                Ok(Pairs(pairs))
-            }
-        }
-        deserializer.deserialize_map(PairsVisitor(PhantomData))
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The wire form, as `json` reads it: what `#[derive(Deserialize)]` with
+/// `#[serde(deny_unknown_fields)]` would read into these structs (see [`crate::json`]).
 struct WireConfig {
-    /// Raw, so that each registry is read with its own error context and its keys keep order.
-    registries: Pairs<Box<RawValue>>,
-    #[serde(default)]
+    /// Raw, so that each registry is read with its own error context; in document order, a
+    /// repeated key refused.
+    registries: Vec<(String, String)>,
     default_registry: Option<String>,
-    #[serde(default)]
     passthrough_projects: Vec<String>,
-    #[serde(default = "default_read_only")]
     read_only: bool,
-    #[serde(default)]
     debug_header: bool,
     /// Raw, so that its errors are reported under `auth`.
-    #[serde(default)]
-    auth: Option<Box<RawValue>>,
+    auth: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+static WIRE_CONFIG: Struct = Struct {
+    name: "struct WireConfig",
+    as_array: "struct WireConfig with 6 elements",
+    fields: &["registries", "default_registry", "passthrough_projects", "read_only", "debug_header", "auth"],
+    types: &[Ty::Pairs(&Ty::Raw), Ty::Opt(&Ty::Str), Ty::List(&Ty::Str), Ty::Bool, Ty::Bool, Ty::Opt(&Ty::Raw)],
+    required: 1,
+    deny_unknown_fields: true,
+};
+
+impl WireConfig {
+    fn from_json(json: &[u8]) -> Result<Self, serde_json::Error> {
+        let mut fields = json::from_slice(json, Ty::Struct(&WIRE_CONFIG))?.fields();
+        Ok(WireConfig {
+            registries: fields.take(0).pairs().into_iter().map(|(key, value)| (key, value.raw().unwrap_or_default())).collect(),
+            default_registry: fields.take(1).string(),
+            passthrough_projects: fields.take(2).strings(),
+            read_only: fields.take(3).bool_or(true),
+            debug_header: fields.take(4).bool_or(false),
+            auth: fields.take(5).raw(),
+        })
+    }
+}
+
 struct WireAuth {
-    #[serde(default = "default_rewrite_tokens")]
     rewrite_tokens: bool,
-    #[serde(default)]
     robot: Option<WireRobot>,
-    #[serde(default)]
     cluster: Option<String>,
-    #[serde(default)]
     authority: Option<String>,
-    #[serde(default)]
     timeout_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+static WIRE_AUTH: Struct = Struct {
+    name: "struct WireAuth",
+    as_array: "struct WireAuth with 5 elements",
+    fields: &["rewrite_tokens", "robot", "cluster", "authority", "timeout_ms"],
+    types: &[Ty::Bool, Ty::Opt(&Ty::Struct(&WIRE_ROBOT)), Ty::Opt(&Ty::Str), Ty::Opt(&Ty::Str), Ty::Opt(&Ty::U64)],
+    required: 0,
+    deny_unknown_fields: true,
+};
+
+impl WireAuth {
+    fn from_json(json: &[u8]) -> Result<Self, serde_json::Error> {
+        let mut fields = json::from_slice(json, Ty::Struct(&WIRE_AUTH))?.fields();
+        Ok(WireAuth {
+            rewrite_tokens: fields.take(0).bool_or(true),
+            robot: match fields.take(1) {
+                Value::Null => None,
+                robot => {
+                    let mut robot = robot.fields();
+                    let (username, password) = (robot.take(0).string(), robot.take(1).string());
+                    Some(WireRobot { username: username.unwrap_or_default(), password: password.unwrap_or_default() })
+                }
+            },
+            cluster: fields.take(2).string(),
+            authority: fields.take(3).string(),
+            timeout_ms: fields.take(4).u64(),
+        })
+    }
+}
+
 struct WireRobot {
     username: String,
     password: String,
 }
 
-fn default_rewrite_tokens() -> bool {
-    true
-}
+static WIRE_ROBOT: Struct = Struct {
+    name: "struct WireRobot",
+    as_array: "struct WireRobot with 2 elements",
+    fields: &["username", "password"],
+    types: &[Ty::Str, Ty::Str],
+    required: 2,
+    deny_unknown_fields: true,
+};
 
-fn default_read_only() -> bool {
-    true
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct WireRegistry {
-    #[serde(default)]
     project: Option<String>,
-    #[serde(default)]
     hosts: Vec<String>,
-    #[serde(default)]
     aliases: Vec<String>,
-    #[serde(default)]
-    rewrite: Pairs<String>,
-    #[serde(default)]
+    /// In document order, a repeated key refused.
+    rewrite: Vec<(String, String)>,
     allow: Vec<String>,
-    #[serde(default)]
     deny: Vec<String>,
+}
+
+static WIRE_REGISTRY: Struct = Struct {
+    name: "struct WireRegistry",
+    as_array: "struct WireRegistry with 6 elements",
+    fields: &["project", "hosts", "aliases", "rewrite", "allow", "deny"],
+    types: &[Ty::Opt(&Ty::Str), Ty::List(&Ty::Str), Ty::List(&Ty::Str), Ty::Pairs(&Ty::Str), Ty::List(&Ty::Str), Ty::List(&Ty::Str)],
+    required: 0,
+    deny_unknown_fields: true,
+};
+
+impl WireRegistry {
+    fn from_json(json: &[u8]) -> Result<Self, serde_json::Error> {
+        let mut fields = json::from_slice(json, Ty::Struct(&WIRE_REGISTRY))?.fields();
+        Ok(WireRegistry {
+            project: fields.take(0).string(),
+            hosts: fields.take(1).strings(),
+            aliases: fields.take(2).strings(),
+            rewrite: fields.take(3).pairs().into_iter().map(|(pattern, to)| (pattern, to.string().unwrap_or_default())).collect(),
+            allow: fields.take(4).strings(),
+            deny: fields.take(5).strings(),
+        })
+    }
 }
 
 /// A user regex with the text it was written as.
@@ -253,10 +283,11 @@ const MAX_TOKEN_TIMEOUT_MS: u64 = 60_000;
 #[derive(Debug)]
 pub struct Config {
     registries: Vec<Registry>,
-    by_key: HashMap<String, usize>,
-    by_alias: HashMap<String, usize>,
-    by_host: HashMap<String, usize>,
-    projects: HashSet<String>,
+    /// Name to registry index, for a handful of entries: a scan is as quick as hashing and
+    /// takes less code in the .wasm. Hosts are stored lower-case.
+    by_alias: Vec<(String, usize)>,
+    by_host: Vec<(String, usize)>,
+    projects: Vec<String>,
     default_registry: Option<usize>,
     /// Refuse rewritten requests other than GET and HEAD.
     pub read_only: bool,
@@ -272,45 +303,39 @@ impl Config {
         if json.iter().all(u8::is_ascii_whitespace) {
             return Err(ConfigError::new("configuration", "is empty; a JSON object with \"registries\" is required"));
         }
-        let wire: WireConfig =
-            serde_json::from_slice(json).map_err(|e| ConfigError::new("configuration", e))?;
+        let wire = WireConfig::from_json(json).map_err(|e| ConfigError::new("configuration", e))?;
         Config::compile(wire)
     }
 
     fn compile(wire: WireConfig) -> Result<Config, ConfigError> {
-        if wire.registries.0.is_empty() {
+        if wire.registries.is_empty() {
             return Err(ConfigError::new("registries", "at least one registry is required"));
         }
         let mut config = Config {
-            registries: Vec::with_capacity(wire.registries.0.len()),
-            by_key: HashMap::new(),
-            by_alias: HashMap::new(),
-            by_host: HashMap::new(),
-            projects: HashSet::new(),
+            registries: Vec::with_capacity(wire.registries.len()),
+            by_alias: Vec::new(),
+            by_host: Vec::new(),
+            projects: Vec::new(),
             default_registry: None,
             read_only: wire.read_only,
             debug_header: wire.debug_header,
             auth: match wire.auth {
-                Some(raw) => compile_auth(
-                    serde_json::from_str(raw.get()).map_err(|e| ConfigError::new("auth", e))?,
-                    wire.read_only,
-                )?,
+                Some(raw) => compile_auth(WireAuth::from_json(raw.as_bytes()).map_err(|e| ConfigError::new("auth", e))?, wire.read_only)?,
                 None => Auth { rewrite_tokens: true, managed: None },
             },
         };
         for (index, project) in wire.passthrough_projects.iter().enumerate() {
             let at = format!("passthrough_projects[{index}]");
             check_project(&at, project)?;
-            config.projects.insert(project.clone());
+            config.add_project(project);
         }
-        for (index, (key, value)) in wire.registries.0.into_iter().enumerate() {
+        for (index, (key, value)) in wire.registries.into_iter().enumerate() {
             let at = format!("registries[{key:?}]");
-            let registry: WireRegistry =
-                serde_json::from_str(value.get()).map_err(|e| ConfigError::new(&at, e))?;
+            let registry = WireRegistry::from_json(value.as_bytes()).map_err(|e| ConfigError::new(&at, e))?;
             config.add_registry(&at, index, key, registry)?;
         }
         if let Some(name) = &wire.default_registry {
-            let index = config.by_key.get(name).copied().ok_or_else(|| {
+            let index = config.registries.iter().position(|registry| registry.key == *name).ok_or_else(|| {
                 ConfigError::new(
                     "default_registry",
                     format!("{name:?} is not one of the configured registries"),
@@ -331,9 +356,8 @@ impl Config {
         check_registry_key(at, &key)?;
         if let Some(project) = &wire.project {
             check_project(&format!("{at}.project"), project)?;
-            self.projects.insert(project.clone());
+            self.add_project(project);
         }
-        self.by_key.insert(key.clone(), index);
         self.claim_alias(at, &key, index)?;
         for alias in &wire.aliases {
             let alias_at = format!("{at}.aliases[{alias:?}]");
@@ -344,14 +368,13 @@ impl Config {
             let host_at = format!("{at}.hosts[{host:?}]");
             check_host(&host_at, host)?;
             let host = host.to_ascii_lowercase();
-            if let Some(&other) = self.by_host.get(&host) {
+            if let Some(other) = find(&self.by_host, &host) {
                 return Err(ConfigError::new(&host_at, self.also_used_by(other, "host")));
             }
-            self.by_host.insert(host, index);
+            self.by_host.push((host, index));
         }
         let rewrite = wire
             .rewrite
-            .0
             .iter()
             .map(|(pattern, replacement)| {
                 let rule_at = format!("{at}.rewrite[{pattern:?}]");
@@ -374,11 +397,17 @@ impl Config {
     }
 
     fn claim_alias(&mut self, at: &str, alias: &str, index: usize) -> Result<(), ConfigError> {
-        if let Some(&other) = self.by_alias.get(alias) {
+        if let Some(other) = find(&self.by_alias, alias) {
             return Err(ConfigError::new(at, self.also_used_by(other, "alias")));
         }
-        self.by_alias.insert(alias.to_owned(), index);
+        self.by_alias.push((alias.to_owned(), index));
         Ok(())
+    }
+
+    fn add_project(&mut self, project: &str) {
+        if !self.is_project(project) {
+            self.projects.push(project.to_owned());
+        }
     }
 
     fn also_used_by(&self, other: usize, what: &str) -> String {
@@ -396,17 +425,18 @@ impl Config {
     /// The registry an `ns` value names; Docker Hub's other host names mean `docker.io`.
     pub fn registry_for_ns(&self, ns: &str) -> Option<&Registry> {
         let ns = if DOCKER_HUB_SYNONYMS.iter().any(|s| s.eq_ignore_ascii_case(ns)) { DOCKER_HUB } else { ns };
-        self.lookup(&self.by_key, ns)
+        self.registries.iter().find(|registry| registry.key.eq_ignore_ascii_case(ns))
     }
 
     /// The registry a path alias (`/<alias>/v2/...`) names: a registry key or one of its aliases.
     pub fn registry_for_alias(&self, alias: &str) -> Option<&Registry> {
-        self.by_alias.get(alias).and_then(|&i| self.registries.get(i))
+        find(&self.by_alias, alias).and_then(|i| self.registries.get(i))
     }
 
     /// The registry whose `hosts` contain `host` (no port; compared case-insensitively).
     pub fn registry_for_host(&self, host: &str) -> Option<&Registry> {
-        self.lookup(&self.by_host, host)
+        let index = self.by_host.iter().find(|(name, _)| name.eq_ignore_ascii_case(host)).map(|&(_, index)| index);
+        index.and_then(|i| self.registries.get(i))
     }
 
     /// The `default_registry`, if configured.
@@ -417,22 +447,18 @@ impl Config {
     /// Whether `project` is a registry's project or a passthrough project: names under it are
     /// already Harbor paths.
     pub fn is_project(&self, project: &str) -> bool {
-        self.projects.contains(project)
+        self.projects.iter().any(|known| known == project)
     }
 
     /// Whether `name` has more than one segment and its first is a project ([`Config::is_project`]).
     pub fn is_under_project(&self, name: &str) -> bool {
         matches!(oci::first_component(name), (first, true) if self.is_project(first))
     }
+}
 
-    fn lookup(&self, table: &HashMap<String, usize>, name: &str) -> Option<&Registry> {
-        let index = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            table.get(&name.to_ascii_lowercase())
-        } else {
-            table.get(name)
-        };
-        index.and_then(|&i| self.registries.get(i))
-    }
+/// The index `name` has in `table` (exact match).
+fn find(table: &[(String, usize)], name: &str) -> Option<usize> {
+    table.iter().find(|(known, _)| known == name).map(|&(_, index)| index)
 }
 
 fn compile_auth(wire: WireAuth, read_only: bool) -> Result<Auth, ConfigError> {
@@ -561,4 +587,219 @@ fn check_replacement(at: &str, regex: &Regex, replacement: &str) -> Result<(), C
         }
     }
     Ok(())
+}
+
+/// The wire readers against the `#[derive(Deserialize)]` types they replace (kept here as
+/// they were): the same documents accepted with the same values, the others refused with the
+/// same error, position included.
+#[cfg(test)]
+mod wire_tests {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{self, Deserializer, MapAccess, Visitor};
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::{WireAuth as OurAuth, WireConfig as OurConfig, WireRegistry as OurRegistry};
+    use crate::json::fuzz::{mutate, Rng};
+
+    struct Pairs<V>(Vec<(String, V)>);
+
+    impl<V> Default for Pairs<V> {
+        fn default() -> Self {
+            Pairs(Vec::new())
+        }
+    }
+
+    impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct PairsVisitor<V>(PhantomData<V>);
+            impl<'de, V: Deserialize<'de>> Visitor<'de> for PairsVisitor<V> {
+                type Value = Pairs<V>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs<V>, A::Error> {
+                    let mut pairs: Vec<(String, V)> = Vec::new();
+                    while let Some((key, value)) = map.next_entry::<String, V>()? {
+                        if pairs.iter().any(|(seen, _)| *seen == key) {
+                            return Err(de::Error::custom(format!("duplicate key {key:?}")));
+                        }
+                        pairs.push((key, value));
+                    }
+                    Ok(Pairs(pairs))
+                }
+            }
+            deserializer.deserialize_map(PairsVisitor(PhantomData))
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct WireConfig {
+        registries: Pairs<Box<RawValue>>,
+        #[serde(default)]
+        default_registry: Option<String>,
+        #[serde(default)]
+        passthrough_projects: Vec<String>,
+        #[serde(default = "yes")]
+        read_only: bool,
+        #[serde(default)]
+        debug_header: bool,
+        #[serde(default)]
+        auth: Option<Box<RawValue>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct WireAuth {
+        #[serde(default = "yes")]
+        rewrite_tokens: bool,
+        #[serde(default)]
+        robot: Option<WireRobot>,
+        #[serde(default)]
+        cluster: Option<String>,
+        #[serde(default)]
+        authority: Option<String>,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct WireRobot {
+        username: String,
+        password: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct WireRegistry {
+        #[serde(default)]
+        project: Option<String>,
+        #[serde(default)]
+        hosts: Vec<String>,
+        #[serde(default)]
+        aliases: Vec<String>,
+        #[serde(default)]
+        rewrite: Pairs<String>,
+        #[serde(default)]
+        allow: Vec<String>,
+        #[serde(default)]
+        deny: Vec<String>,
+    }
+
+    fn yes() -> bool {
+        true
+    }
+
+    /// Both readers' outcome for `json`, values or error, as text.
+    fn config_both(json: &[u8]) -> (String, String) {
+        let derived = serde_json::from_slice::<WireConfig>(json).map(|w| {
+            let registries: Vec<(String, String)> = w.registries.0.into_iter().map(|(k, v)| (k, v.get().to_owned())).collect();
+            let auth = w.auth.map(|raw| raw.get().to_owned());
+            format!("{:?}", (registries, w.default_registry, w.passthrough_projects, w.read_only, w.debug_header, auth))
+        });
+        let ours = OurConfig::from_json(json)
+            .map(|w| format!("{:?}", (w.registries, w.default_registry, w.passthrough_projects, w.read_only, w.debug_header, w.auth)));
+        (outcome(derived), outcome(ours))
+    }
+
+    fn auth_both(json: &[u8]) -> (String, String) {
+        let robot = |r: Option<(String, String)>| r;
+        let derived = serde_json::from_slice::<WireAuth>(json).map(|w| {
+            let robot = robot(w.robot.map(|r| (r.username, r.password)));
+            format!("{:?}", (w.rewrite_tokens, robot, w.cluster, w.authority, w.timeout_ms))
+        });
+        let ours = OurAuth::from_json(json).map(|w| {
+            let robot = robot(w.robot.map(|r| (r.username, r.password)));
+            format!("{:?}", (w.rewrite_tokens, robot, w.cluster, w.authority, w.timeout_ms))
+        });
+        (outcome(derived), outcome(ours))
+    }
+
+    fn registry_both(json: &[u8]) -> (String, String) {
+        let derived = serde_json::from_slice::<WireRegistry>(json)
+            .map(|w| format!("{:?}", (w.project, w.hosts, w.aliases, w.rewrite.0, w.allow, w.deny)));
+        let ours = OurRegistry::from_json(json).map(|w| format!("{:?}", (w.project, w.hosts, w.aliases, w.rewrite, w.allow, w.deny)));
+        (outcome(derived), outcome(ours))
+    }
+
+    fn outcome(result: Result<String, serde_json::Error>) -> String {
+        match result {
+            Ok(values) => format!("ok {values}"),
+            Err(e) => format!("error {e}"),
+        }
+    }
+
+    const CONFIGS: &[&str] = &[
+        r#"{"registries": {"docker.io": {"project": "p"}, "quay.io": {}}, "default_registry": "docker.io", "passthrough_projects": ["a", "b"], "read_only": false, "debug_header": true, "auth": {"robot": {"username": "u", "password": "p"}}}"#,
+        r#"[{"docker.io": {}}, null, ["x"], true, false, null]"#,
+        r#"[{"docker.io": {}}]"#,
+        "[]",
+        "{\n  \"registries\": {\"a\": [1, {\"b\": \"\\u00e9\"}]},\n  \"auth\": null\n}",
+        r#"{"registries": {"a": {}}, "read_only": [true]}"#,
+        r#"{"registries": {"a": {}}, "passthrough_projects": {"a": 1}}"#,
+        r#"{"registries": ["a"]}"#,
+        r#"{"registries": {"a": {}}, "default_registry": 5, "x": 1}"#,
+        r#"{"registries": {"a": {}}, "registries": {}}"#,
+        r#"{"registries": {"a": {}}, "read_only": -1.5e3}"#,
+        "{\"registries\": {\"a\": \"\u{e9}\"}}",
+    ];
+
+    const AUTHS: &[&str] = &[
+        r#"{"rewrite_tokens": false, "robot": {"username": "u", "password": "p"}, "cluster": "c", "authority": "a", "timeout_ms": 7}"#,
+        r#"{"robot": ["u", "p"], "timeout_ms": -3}"#,
+        r#"{"robot": ["u"], "timeout_ms": 1.5}"#,
+        r#"{"robot": {"username": "u"}, "timeout_ms": 18446744073709551616}"#,
+        r#"[true, null, "c"]"#,
+        r#"{"robot": null, "robot": null}"#,
+        "{\"robot\": {\"username\": \"u\", \"password\": \"p\", \"x\": 1}}",
+        "{\n\"cluster\":\n  [\"c\"]}",
+        r#"{"timeout_ms": -0, "cluster": {"a": 1}}"#,
+    ];
+
+    const REGISTRIES: &[&str] = &[
+        r#"{"project": "p", "hosts": ["h"], "aliases": ["a"], "rewrite": {"^a$": "p/a", "^b": "p/b"}, "allow": ["x"], "deny": ["y"]}"#,
+        r#"["p", ["h"], [], {"a": "b"}]"#,
+        r#"{"rewrite": {"a": "b", "a": "c"}}"#,
+        r#"{"rewrite": ["a"]}"#,
+        r#"{"hosts": {"a": 1}}"#,
+        r#"{"hosts": [1, 2]}"#,
+        r#"{"projct": "p"}"#,
+        r#"{"project": null, "hosts": null}"#,
+        "{\"rewrite\": {\"a\": {\"b\": 1}}}",
+    ];
+
+    fn check(name: &str, seeds: &[&str], both: fn(&[u8]) -> (String, String)) {
+        let mut rng = Rng::new(0x5eed_0001);
+        let mut cases: Vec<Vec<u8>> = seeds.iter().map(|seed| seed.as_bytes().to_vec()).collect();
+        for i in 0..3000 {
+            let seed = seeds[i % seeds.len()].as_bytes();
+            cases.push(mutate(&mut rng, seed));
+        }
+        for case in &cases {
+            let (derived, ours) = both(case);
+            assert_eq!(derived, ours, "{name} document {:?}", String::from_utf8_lossy(case));
+        }
+    }
+
+    #[test]
+    fn config_documents_read_as_derive_reads_them() {
+        check("config", CONFIGS, config_both);
+    }
+
+    #[test]
+    fn auth_documents_read_as_derive_reads_them() {
+        check("auth", AUTHS, auth_both);
+    }
+
+    #[test]
+    fn registry_documents_read_as_derive_reads_them() {
+        check("registry", REGISTRIES, registry_both);
+    }
 }

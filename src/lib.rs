@@ -30,6 +30,7 @@ mod base64;
 pub mod challenge;
 pub mod config;
 pub mod decide;
+mod json;
 pub mod oci;
 pub mod query;
 pub mod token;

@@ -118,7 +118,37 @@ pub fn repository_in(path: &str) -> Option<&str> {
 
 /// An OCI error body: `{"errors":[{"code":"...","message":"..."}]}`.
 pub fn error_body(code: ErrorCode, message: &str) -> String {
-    serde_json::json!({"errors": [{"code": code.as_str(), "message": message}]}).to_string()
+    let mut body = String::with_capacity(message.len() + 48);
+    body.push_str("{\"errors\":[{\"code\":\"");
+    body.push_str(code.as_str());
+    body.push_str("\",\"message\":\"");
+    push_json_escaped(&mut body, message);
+    body.push_str("\"}]}");
+    body
+}
+
+/// Appends `text` escaped for a JSON string, byte for byte as serde_json writes it (by hand, so
+/// that the filter carries no JSON serializer): `"`, `\` and control characters only.
+fn push_json_escaped(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{c}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            '\0'..='\u{1f}' => {
+                let byte = c as u8;
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(byte >> 4)]));
+                out.push(char::from(HEX[usize::from(byte & 0xf)]));
+            }
+            c => out.push(c),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -181,5 +211,8 @@ mod tests {
             error_body(ErrorCode::Denied, r#"name "a" denied"#),
             r#"{"errors":[{"code":"DENIED","message":"name \"a\" denied"}]}"#
         );
+        let message = "q\"b\\s/\u{0}\u{8}\t\n\u{b}\u{c}\r\u{1f} \u{7f}é\u{2028}😀";
+        let expected = serde_json::json!({"errors": [{"code": "UNSUPPORTED", "message": message}]}).to_string();
+        assert_eq!(error_body(ErrorCode::Unsupported, message), expected);
     }
 }

@@ -8,11 +8,10 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-
 use crate::challenge::{HARBOR_SERVICE, TOKEN_PATH};
 use crate::config::{Config, Managed, Registry};
 use crate::decide::{map_name, Mapping, Refusal};
+use crate::json::{self, Struct, Ty};
 use crate::oci::{self, ErrorCode};
 use crate::query;
 
@@ -124,22 +123,26 @@ const DEFAULT_EXPIRES_IN: u64 = 60;
 
 /// Reads a token response body: `token` (or `access_token`) and `expires_in`.
 pub fn parse_grant(body: &[u8]) -> Result<Grant, String> {
-    #[derive(Deserialize)]
-    struct Wire {
-        #[serde(default)]
-        token: Option<String>,
-        #[serde(default)]
-        access_token: Option<String>,
-        #[serde(default)]
-        expires_in: Option<u64>,
-    }
-    let wire: Wire = serde_json::from_slice(body).map_err(|e| format!("token response is not the expected JSON: {e}"))?;
-    let token = wire.token.filter(|t| !t.is_empty()).or(wire.access_token.filter(|t| !t.is_empty()));
+    // What `#[derive(Deserialize)]` would read into
+    // `struct Wire { token: Option<String>, access_token: Option<String>, expires_in: Option<u64> }`
+    // with `#[serde(default)]` fields (see `crate::json`).
+    static WIRE: Struct = Struct {
+        name: "struct Wire",
+        as_array: "struct Wire with 3 elements",
+        fields: &["token", "access_token", "expires_in"],
+        types: &[Ty::Opt(&Ty::Str), Ty::Opt(&Ty::Str), Ty::Opt(&Ty::U64)],
+        required: 0,
+        deny_unknown_fields: false,
+    };
+    let mut wire =
+        json::from_slice(body, Ty::Struct(&WIRE)).map_err(|e| format!("token response is not the expected JSON: {e}"))?.fields();
+    let (token, access_token, expires_in) = (wire.take(0).string(), wire.take(1).string(), wire.take(2).u64());
+    let token = token.filter(|t| !t.is_empty()).or(access_token.filter(|t| !t.is_empty()));
     let token = token.ok_or_else(|| "token response has no token".to_owned())?;
     if token.bytes().any(|b| !b.is_ascii_graphic()) {
         return Err("token response holds a token that cannot go in a header".to_owned());
     }
-    Ok(Grant { token, expires_in: wire.expires_in.filter(|&s| s > 0).unwrap_or(DEFAULT_EXPIRES_IN) })
+    Ok(Grant { token, expires_in: expires_in.filter(|&s| s > 0).unwrap_or(DEFAULT_EXPIRES_IN) })
 }
 
 /// What a managed-mode token request came to: the grant, or the refusal the waiting clients get.
@@ -177,29 +180,41 @@ pub fn judge_answer(status: Option<u32>, body: &[u8], project: &str, robot: &str
 /// Whether a Harbor token grants `pull` on `project`, read from its JWT `access` claim. `None`
 /// when the token is not a JWT this can read; Harbor then decides on the request itself.
 pub fn grants_pull(token: &str, project: &str) -> Option<bool> {
-    #[derive(Deserialize)]
-    struct Claims {
-        #[serde(default)]
-        access: Vec<Access>,
-    }
-    #[derive(Deserialize)]
-    struct Access {
-        #[serde(default, rename = "type")]
-        kind: String,
-        #[serde(default)]
-        name: String,
-        #[serde(default)]
-        actions: Vec<String>,
-    }
     let mut parts = token.split('.');
     let (Some(_header), Some(payload), Some(_signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return None;
     };
-    let claims: Claims = serde_json::from_slice(&crate::base64::decode(payload)?).ok()?;
-    Some(claims.access.iter().any(|access| {
-        access.kind == "repository"
-            && oci::first_component(&access.name).0 == project
-            && access.actions.iter().any(|action| action == "pull" || action == "*")
+    claims_grant_pull(&crate::base64::decode(payload)?, project)
+}
+
+/// [`grants_pull`] on the JWT's claims, a JSON object.
+fn claims_grant_pull(claims: &[u8], project: &str) -> Option<bool> {
+    // What `#[derive(Deserialize)]` would read into `struct Claims { access: Vec<Access> }` and
+    // `struct Access { #[serde(rename = "type")] kind: String, name: String, actions: Vec<String> }`,
+    // all fields `#[serde(default)]` (see `crate::json`).
+    static CLAIMS: Struct = Struct {
+        name: "struct Claims",
+        as_array: "struct Claims with 1 element",
+        fields: &["access"],
+        types: &[Ty::List(&Ty::Struct(&ACCESS))],
+        required: 0,
+        deny_unknown_fields: false,
+    };
+    static ACCESS: Struct = Struct {
+        name: "struct Access",
+        as_array: "struct Access with 3 elements",
+        fields: &["type", "name", "actions"],
+        types: &[Ty::Str, Ty::Str, Ty::List(&Ty::Str)],
+        required: 0,
+        deny_unknown_fields: false,
+    };
+    let mut claims = json::from_slice(claims, Ty::Struct(&CLAIMS)).ok()?.fields();
+    Some(claims.take(0).list().into_iter().any(|access| {
+        let mut access = access.fields();
+        let (kind, name, actions) = (access.take(0).string(), access.take(1).string(), access.take(2).strings());
+        kind.as_deref() == Some("repository")
+            && oci::first_component(name.as_deref().unwrap_or("")).0 == project
+            && actions.iter().any(|action| action == "pull" || action == "*")
     }))
 }
 
@@ -242,5 +257,97 @@ impl<'a> CacheEntry<'a> {
     /// Whether the token may still be used at `now`.
     pub fn is_fresh(&self, now: u64) -> bool {
         now < self.fresh_until
+    }
+}
+
+/// The token readers against the `#[derive(Deserialize)]` types they replace (kept here as they
+/// were): the same answers, and the same error messages for Harbor's token response.
+#[cfg(test)]
+mod wire_tests {
+    use serde::Deserialize;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::{claims_grant_pull, parse_grant, Grant, DEFAULT_EXPIRES_IN};
+    use crate::json::fuzz::{mutate, Rng};
+    use crate::oci;
+
+    fn derived_parse_grant(body: &[u8]) -> Result<Grant, String> {
+        #[derive(Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+            #[serde(default)]
+            expires_in: Option<u64>,
+        }
+        let wire: Wire = serde_json::from_slice(body).map_err(|e| format!("token response is not the expected JSON: {e}"))?;
+        let token = wire.token.filter(|t| !t.is_empty()).or(wire.access_token.filter(|t| !t.is_empty()));
+        let token = token.ok_or_else(|| "token response has no token".to_owned())?;
+        if token.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err("token response holds a token that cannot go in a header".to_owned());
+        }
+        Ok(Grant { token, expires_in: wire.expires_in.filter(|&s| s > 0).unwrap_or(DEFAULT_EXPIRES_IN) })
+    }
+
+    fn derived_claims_grant_pull(claims: &[u8], project: &str) -> Option<bool> {
+        #[derive(Deserialize)]
+        struct Claims {
+            #[serde(default)]
+            access: Vec<Access>,
+        }
+        #[derive(Deserialize)]
+        struct Access {
+            #[serde(default, rename = "type")]
+            kind: String,
+            #[serde(default)]
+            name: String,
+            #[serde(default)]
+            actions: Vec<String>,
+        }
+        let claims: Claims = serde_json::from_slice(claims).ok()?;
+        Some(claims.access.iter().any(|access| {
+            access.kind == "repository"
+                && oci::first_component(&access.name).0 == project
+                && access.actions.iter().any(|action| action == "pull" || action == "*")
+        }))
+    }
+
+    #[test]
+    fn token_answers_read_as_derive_reads_them() {
+        let seeds: &[&[u8]] = &[
+            br#"{"token": "t0k", "access_token": "a", "expires_in": 300, "issued_at": "2024-01-01T00:00:00Z"}"#,
+            br#"{"access_token": "a", "expires_in": -5, "x": [1, {"y": null}]}"#,
+            br#"["t", null, 1.5]"#,
+            br#"{"token": "", "expires_in": null, "token": "b"}"#,
+        ];
+        let mut rng = Rng::new(0x70_6b65);
+        for i in 0..3000 {
+            let body = if i < seeds.len() { seeds[i].to_vec() } else { mutate(&mut rng, seeds[i % seeds.len()]) };
+            assert_eq!(derived_parse_grant(&body), parse_grant(&body), "body {:?}", String::from_utf8_lossy(&body));
+        }
+    }
+
+    #[test]
+    fn token_claims_read_as_derive_reads_them() {
+        let seeds: &[&[u8]] = &[
+            br#"{"iss": "harbor-token-issuer", "access": [{"type": "repository", "name": "p/a", "actions": ["pull", "push"]}]}"#,
+            br#"{"access": [["repository", "p/a", ["*"]], {"type": "repository", "name": "q/b"}]}"#,
+            br#"{"access": null}"#,
+            br#"[[{"name": "p/x", "actions": ["pull"], "type": "repository", "extra": {}}]]"#,
+        ];
+        let mut rng = Rng::new(0x636c_6169);
+        for i in 0..3000 {
+            let claims = if i < seeds.len() { seeds[i].to_vec() } else { mutate(&mut rng, seeds[i % seeds.len()]) };
+            for project in ["p", "q"] {
+                assert_eq!(
+                    derived_claims_grant_pull(&claims, project),
+                    claims_grant_pull(&claims, project),
+                    "claims {:?}",
+                    String::from_utf8_lossy(&claims)
+                );
+            }
+        }
     }
 }
