@@ -283,11 +283,13 @@ const MAX_TOKEN_TIMEOUT_MS: u64 = 60_000;
 #[derive(Debug)]
 pub struct Config {
     registries: Vec<Registry>,
-    /// Name to registry index, for a handful of entries: a scan is as quick as hashing and
-    /// takes less code in the .wasm. Hosts are stored lower-case.
-    by_alias: Vec<(String, usize)>,
-    by_host: Vec<(String, usize)>,
-    projects: Vec<String>,
+    /// Name to registry index, sorted: per-request lookups stay flat however many registries
+    /// are configured. Keys and hosts compare case-insensitively, aliases and projects exactly.
+    by_key: Index,
+    by_alias: Index,
+    by_host: Index,
+    /// Registry and passthrough projects (the index is unused).
+    projects: Index,
     default_registry: Option<usize>,
     /// Refuse rewritten requests other than GET and HEAD.
     pub read_only: bool,
@@ -313,9 +315,10 @@ impl Config {
         }
         let mut config = Config {
             registries: Vec::with_capacity(wire.registries.len()),
-            by_alias: Vec::new(),
-            by_host: Vec::new(),
-            projects: Vec::new(),
+            by_key: Index::new(Case::Fold),
+            by_alias: Index::new(Case::Exact),
+            by_host: Index::new(Case::Fold),
+            projects: Index::new(Case::Exact),
             default_registry: None,
             read_only: wire.read_only,
             debug_header: wire.debug_header,
@@ -354,6 +357,8 @@ impl Config {
         wire: WireRegistry,
     ) -> Result<(), ConfigError> {
         check_registry_key(at, &key)?;
+        // Keys are unique as written; of two that differ only in case, `ns` finds the first.
+        let _ = self.by_key.insert(&key, index);
         if let Some(project) = &wire.project {
             check_project(&format!("{at}.project"), project)?;
             self.add_project(project);
@@ -367,11 +372,9 @@ impl Config {
         for host in &wire.hosts {
             let host_at = format!("{at}.hosts[{host:?}]");
             check_host(&host_at, host)?;
-            let host = host.to_ascii_lowercase();
-            if let Some(other) = find(&self.by_host, &host) {
+            if let Err(other) = self.by_host.insert(host, index) {
                 return Err(ConfigError::new(&host_at, self.also_used_by(other, "host")));
             }
-            self.by_host.push((host, index));
         }
         let rewrite = wire
             .rewrite
@@ -397,17 +400,12 @@ impl Config {
     }
 
     fn claim_alias(&mut self, at: &str, alias: &str, index: usize) -> Result<(), ConfigError> {
-        if let Some(other) = find(&self.by_alias, alias) {
-            return Err(ConfigError::new(at, self.also_used_by(other, "alias")));
-        }
-        self.by_alias.push((alias.to_owned(), index));
-        Ok(())
+        self.by_alias.insert(alias, index).map_err(|other| ConfigError::new(at, self.also_used_by(other, "alias")))
     }
 
     fn add_project(&mut self, project: &str) {
-        if !self.is_project(project) {
-            self.projects.push(project.to_owned());
-        }
+        // A project named twice (by two registries, or also as passthrough) is one project.
+        let _ = self.projects.insert(project, 0);
     }
 
     fn also_used_by(&self, other: usize, what: &str) -> String {
@@ -425,18 +423,17 @@ impl Config {
     /// The registry an `ns` value names; Docker Hub's other host names mean `docker.io`.
     pub fn registry_for_ns(&self, ns: &str) -> Option<&Registry> {
         let ns = if DOCKER_HUB_SYNONYMS.iter().any(|s| s.eq_ignore_ascii_case(ns)) { DOCKER_HUB } else { ns };
-        self.registries.iter().find(|registry| registry.key.eq_ignore_ascii_case(ns))
+        self.by_key.get(ns).and_then(|i| self.registries.get(i))
     }
 
     /// The registry a path alias (`/<alias>/v2/...`) names: a registry key or one of its aliases.
     pub fn registry_for_alias(&self, alias: &str) -> Option<&Registry> {
-        find(&self.by_alias, alias).and_then(|i| self.registries.get(i))
+        self.by_alias.get(alias).and_then(|i| self.registries.get(i))
     }
 
     /// The registry whose `hosts` contain `host` (no port; compared case-insensitively).
     pub fn registry_for_host(&self, host: &str) -> Option<&Registry> {
-        let index = self.by_host.iter().find(|(name, _)| name.eq_ignore_ascii_case(host)).map(|&(_, index)| index);
-        index.and_then(|i| self.registries.get(i))
+        self.by_host.get(host).and_then(|i| self.registries.get(i))
     }
 
     /// The `default_registry`, if configured.
@@ -447,7 +444,7 @@ impl Config {
     /// Whether `project` is a registry's project or a passthrough project: names under it are
     /// already Harbor paths.
     pub fn is_project(&self, project: &str) -> bool {
-        self.projects.iter().any(|known| known == project)
+        self.projects.get(project).is_some()
     }
 
     /// Whether `name` has more than one segment and its first is a project ([`Config::is_project`]).
@@ -456,9 +453,53 @@ impl Config {
     }
 }
 
-/// The index `name` has in `table` (exact match).
-fn find(table: &[(String, usize)], name: &str) -> Option<usize> {
-    table.iter().find(|(known, _)| known == name).map(|&(_, index)| index)
+/// How an [`Index`] compares names.
+#[derive(Debug, Clone, Copy)]
+enum Case {
+    Exact,
+    /// ASCII case-insensitive: names are stored lower-case and looked up folded.
+    Fold,
+}
+
+/// Names to registry indexes, sorted for binary search.
+#[derive(Debug)]
+struct Index {
+    case: Case,
+    entries: Vec<(String, usize)>,
+}
+
+impl Index {
+    fn new(case: Case) -> Self {
+        Index { case, entries: Vec::new() }
+    }
+
+    /// `known` (stored) against `name` (as asked), folding `name` if the index folds.
+    fn compare(&self, known: &str, name: &str) -> std::cmp::Ordering {
+        match self.case {
+            Case::Exact => known.cmp(name),
+            Case::Fold => known.bytes().cmp(name.bytes().map(|b| b.to_ascii_lowercase())),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<usize> {
+        let at = self.entries.binary_search_by(|(known, _)| self.compare(known, name)).ok()?;
+        self.entries.get(at).map(|&(_, index)| index)
+    }
+
+    /// Adds `name`, or returns the index it already has.
+    fn insert(&mut self, name: &str, index: usize) -> Result<(), usize> {
+        match self.entries.binary_search_by(|(known, _)| self.compare(known, name)) {
+            Ok(at) => Err(self.entries.get(at).map_or(index, |&(_, other)| other)),
+            Err(at) => {
+                let name = match self.case {
+                    Case::Exact => name.to_owned(),
+                    Case::Fold => name.to_ascii_lowercase(),
+                };
+                self.entries.insert(at, (name, index));
+                Ok(())
+            }
+        }
+    }
 }
 
 fn compile_auth(wire: WireAuth, read_only: bool) -> Result<Auth, ConfigError> {
