@@ -6,6 +6,9 @@
 #                      embedded local registry seeded with a small image
 #   ./build.sh test    clippy, native tests, the same tests under wasm, envoy --mode validate
 #                      of every config in envoy/, and the end-to-end suite with real clients
+#   ./build.sh bench   core micro-benchmarks, their instruction profile, wasm sizes, configure
+#                      time, and every front (Envoy plain, wasm floor, this filter, regex_rewrite,
+#                      Lua, the nginx recipe) under the same load; figures in target/bench/
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -128,6 +131,90 @@ EOF
   wait_any_started
 }
 
+# --- bench ----------------------------------------------------------------------------------
+
+# Settings of the fronts benchmark (BENCHMARKS.md's figures are from the defaults).
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+BENCH_SECONDS=${BENCH_SECONDS:-5}
+
+cmd_bench() {
+  cmd_build
+  install_envoy
+  install_apt wrk nginx docker-registry skopeo valgrind jq
+  "$PYTHON" -c 'import matplotlib' 2>/dev/null || "$VENV/bin/pip" install -q -r tests/bench/requirements.txt
+  local out=$ROOT/target/bench
+  rm -rf "$out" && mkdir -p "$out"
+  local run; run=$(mktemp -d "${TMPDIR:-/tmp}/harbor-mirror-bench.XXXXXX")
+  # shellcheck source=tests/lib.sh
+  . "$ROOT/tests/lib.sh"
+  trap 'stop_started; rm -rf "$run"' EXIT
+  trap 'exit 130' INT TERM
+
+  say "the floor filter (examples/floor_filter.rs)"
+  cargo build -q --release --target wasm32-wasip1 --example floor_filter
+  local floor=$out/floor_filter.wasm
+  wasm-opt "${WASM_OPT_FLAGS[@]}" target/wasm32-wasip1/release/examples/floor_filter.wasm -o "$floor"
+  {
+    echo "| module | from cargo | after wasm-opt |"
+    echo "|---|---:|---:|"
+    echo "| harbor_mirror.wasm | $(stat -c %s target/wasm32-wasip1/release/harbor_mirror.wasm) | $(stat -c %s "$WASM") |"
+    echo "| floor_filter.wasm | $(stat -c %s target/wasm32-wasip1/release/examples/floor_filter.wasm) | $(stat -c %s "$floor") |"
+  } | tee "$out/sizes.md"
+
+  say "core micro-benchmarks (benches/core.rs)"
+  cargo bench -q --bench core | tee "$out/core.md"
+  say "instruction profile of one decision (valgrind --tool=callgrind)"
+  local core_bin
+  core_bin=$(cargo bench -q --bench core --no-run --message-format=json | jq -r 'select(.target.name == "core" and .executable != null) | .executable')
+  local shape
+  for shape in "shape: containerd ns" "shape: token scope" "shape: regex rule"; do
+    valgrind -q --tool=callgrind --callgrind-out-file="$run/callgrind.out" "$core_bin" --profile "$shape"
+    {
+      echo "## $shape"
+      callgrind_annotate --inclusive=no "$run/callgrind.out" 2>/dev/null | sed -n '/^Ir/,$p' | head -25
+      echo
+    } >>"$out/core-profile.txt"
+  done
+  sed -n '1,30p' "$out/core-profile.txt"
+
+  say "on_configure with 1000 registries, in Envoy"
+  configure_time "$run" | tee "$out/configure.md"
+
+  say "the fronts, interleaved (stub backend, then a real registry, then the profile)"
+  # The registry on the load's CPUs; bench.py gives the fronts the last CPU to themselves.
+  local cpus; cpus=$(nproc)
+  [ "$cpus" -lt 2 ] || taskset -pc "0-$((cpus - 2))" $$ >/dev/null
+  local registry_port; registry_port=$(free_port)
+  start_registry "$run/registry" "$registry_port"
+  local digest
+  digest=$(seed_image "$run" "127.0.0.1:$registry_port" dockerhub-proxy/library/nginx:latest "nginx (harbor-mirror bench)" v2s2)
+  # valgrind cannot follow the venv's envoy wrapper (a Python script that execs the binary).
+  local envoy_binary; envoy_binary=$(echo "$VENV"/lib/python3*/site-packages/envoy/_bin/envoy)
+  [ -x "$envoy_binary" ] || die "no envoy binary under $VENV"
+  "$PYTHON" tests/bench/bench.py --envoy "$ENVOY" --envoy-binary "$envoy_binary" --wasm "$WASM" --floor-wasm "$floor" \
+    --registry "$registry_port=$digest" --profile --callgrind --rounds "$BENCH_ROUNDS" --seconds "$BENCH_SECONDS" \
+    --work "$run" --out "$out"
+  say "figures in $out: sizes.md core.md core-profile.txt configure.md report.md cpu-per-request.png"
+}
+
+# configure_time DIR: starts Envoy with a 1000-registry configuration and prints the time the
+# filter logged for parsing it, on the main thread and the worker.
+configure_time() {
+  local dir=$1 admin_port listen_port
+  admin_port=$(free_port); listen_port=$(free_port)
+  "$PYTHON" -c '
+import json, sys
+registries = {f"r{i}.example.com": {"project": f"proxy-{i}", "hosts": [f"r{i}.mirror.example.com"], "aliases": [f"r{i}"]} for i in range(1000)}
+json.dump({"registries": registries, "default_registry": "r0.example.com"}, sys.stdout)' >"$dir/1000.json"
+  "$PYTHON" envoy/render.py envoy/harbor-mirror.yaml --listen "127.0.0.1:$listen_port" --admin-port "$admin_port" \
+    --upstream http://127.0.0.1:9 --wasm "$WASM" --plugin-config "$dir/1000.json" >"$dir/configure.yaml"
+  start_envoy "$dir/configure.yaml" "$dir/configure.log" "$admin_port" --concurrency 1 --log-level warn --component-log-level wasm:info
+  echo "| configuration | bytes | logged by the filter |"
+  echo "|---|---:|---|"
+  grep -o 'configured 1000 registries[^,]*' "$dir/configure.log" | sed "s/^/| 1000 registries | $(stat -c %s "$dir/1000.json") | /; s/\$/ |/"
+  kill "$ENVOY_PID"
+}
+
 # --- test -----------------------------------------------------------------------------------
 
 cmd_test() {
@@ -154,5 +241,6 @@ case ${1:-} in
   build) cmd_build ;;
   up) cmd_up ;;
   test) cmd_test ;;
-  *) die "usage: ./build.sh build|up|test" ;;
+  bench) cmd_bench ;;
+  *) die "usage: ./build.sh build|up|test|bench" ;;
 esac
