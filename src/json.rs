@@ -148,7 +148,7 @@ impl Fields {
 
 /// Reads `json` as `serde_json::from_slice` would read the type `ty` stands for.
 pub(crate) fn from_slice(json: &[u8], ty: Ty) -> Result<Value, serde_json::Error> {
-    let mut walk = Walk { json, path: Vec::new() };
+    let mut walk = Walk { json, path: Vec::new(), last_raw: None };
     let mut deserializer = serde_json::Deserializer::from_slice(json);
     let value = Expect { ty, walk: &mut walk }.deserialize(&mut deserializer)?;
     deserializer.end()?;
@@ -160,6 +160,43 @@ pub(crate) fn from_slice(json: &[u8], ty: Ty) -> Result<Value, serde_json::Error
 struct Walk<'j> {
     json: &'j [u8],
     path: Vec<usize>,
+    /// The path and start of the last raw value, and whether its container is an object: raw
+    /// values come in document order, mostly as siblings (the registries), and each is found
+    /// from the one before, so that a thousand registries take one pass over the document
+    /// rather than one each.
+    last_raw: Option<(Vec<usize>, usize, bool)>,
+}
+
+impl Walk<'_> {
+    /// Where the raw value at the current path starts.
+    fn raw_start(&mut self) -> usize {
+        let json = self.json;
+        let (Some((&ordinal, parent)), Some((last_path, last_start, object))) = (self.path.split_last(), &self.last_raw) else {
+            return self.remember_raw(None);
+        };
+        let next_sibling = last_path.split_last().is_some_and(|(&last, last_parent)| last_parent == parent && last + 1 == ordinal);
+        if !next_sibling {
+            return self.remember_raw(None);
+        }
+        // Past the previous value and its ',', then past this entry's key and ':'.
+        let mut i = skip_whitespace(json, skip_value(json, *last_start));
+        i = skip_whitespace(json, i + 1);
+        if *object {
+            i = skip_whitespace(json, skip_string(json, i));
+            i = skip_whitespace(json, i + 1);
+        }
+        let object = *object;
+        self.remember_raw(Some((i.min(json.len()), object)))
+    }
+
+    fn remember_raw(&mut self, found: Option<(usize, bool)>) -> usize {
+        let (start, object) = found.unwrap_or_else(|| {
+            let parent = self.path.split_last().map_or(&[][..], |(_, parent)| parent);
+            (locate(self.json, &self.path), self.json.get(locate(self.json, parent)) == Some(&b'{'))
+        });
+        self.last_raw = Some((self.path.clone(), start, object));
+        start
+    }
 }
 
 /// A value of type `ty` to read, as a serde seed and visitor.
@@ -207,7 +244,7 @@ impl<'j> Expect<'_, 'j> {
     /// A raw value, now that serde_json has checked its syntax: its text, as `RawValue` keeps it.
     fn raw<E: Error>(self) -> Result<Value, E> {
         let json = self.walk.json;
-        let start = locate(json, &self.walk.path);
+        let start = self.walk.raw_start();
         let end = skip_value(json, start);
         let bytes = json.get(start..end).unwrap_or_default();
         match std::str::from_utf8(bytes) {
