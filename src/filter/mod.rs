@@ -69,6 +69,7 @@ impl RootContext for MirrorRoot {
                 return false;
             }
         };
+        let started = hostcalls::get_current_time().ok();
         let config = match Config::from_json(&json) {
             Ok(config) => config,
             Err(e) => {
@@ -91,7 +92,10 @@ impl RootContext for MirrorRoot {
             None if config.auth.rewrite_tokens => "pass-through auth".to_owned(),
             None => "token handling off".to_owned(),
         };
-        log(LogLevel::Info, &format!("configured {} registries, {mode}", config.registries().len()));
+        // Parse, compile and metric definitions; in whole microseconds (no float formatting in
+        // the .wasm).
+        let took = started.and_then(|t| hostcalls::get_current_time().ok()?.duration_since(t).ok()).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        log(LogLevel::Info, &format!("configured {} registries in {}.{:03} ms, {mode}", config.registries().len(), took / 1000, took % 1000));
         self.shared = Some(Rc::new(Shared { config, metrics, fetches: Fetches::default() }));
         true
     }
@@ -135,8 +139,12 @@ struct Forwarded {
     pull: bool,
     /// The new `:path`, when the filter set one.
     path: Option<String>,
+    /// The client's `:path`.
+    original_path: Vec<u8>,
     /// The client's `:authority`: token requests must come back to it.
     authority: Vec<u8>,
+    /// The client's `:scheme`, for the realm.
+    scheme: Vec<u8>,
 }
 
 impl Context for MirrorRequest {
@@ -182,7 +190,7 @@ impl HttpContext for MirrorRequest {
         }
         if let Some(shared) = self.shared.clone()
             && let Some(forwarded) = self.forwarded.take()
-            && matches!(header(MapType::HttpResponseHeaders, ":status").as_deref(), Ok(b"401"))
+            && is_unauthorized(&shared.config)
             && let Err(e) = on_unauthorized(&shared, &forwarded)
         {
             log(LogLevel::Warn, &e.to_string());
@@ -191,17 +199,30 @@ impl HttpContext for MirrorRequest {
     }
 }
 
-/// The request parts the decision reads, as owned bytes.
+/// The request parts the filter reads, as owned bytes.
 struct RequestHeaders {
     method: Vec<u8>,
     path: Vec<u8>,
     authority: Vec<u8>,
+    scheme: Vec<u8>,
 }
 
 impl RequestHeaders {
+    /// All four in one host call: each call that returns data costs about as much as the
+    /// whole header map does (BENCHMARKS.md, the profile).
     fn read() -> Result<Self, HostError> {
-        let read = |name| header(MapType::HttpRequestHeaders, name);
-        Ok(RequestHeaders { method: read(":method")?, path: read(":path")?, authority: read(":authority")? })
+        let mut headers = RequestHeaders { method: Vec::new(), path: Vec::new(), authority: Vec::new(), scheme: Vec::new() };
+        for (name, value) in host("get_map", hostcalls::get_map_bytes(MapType::HttpRequestHeaders))? {
+            let slot = match name.as_str() {
+                ":method" => &mut headers.method,
+                ":path" => &mut headers.path,
+                ":authority" => &mut headers.authority,
+                ":scheme" => &mut headers.scheme,
+                _ => continue,
+            };
+            *slot = value;
+        }
+        Ok(headers)
     }
 
     fn request(&self) -> Option<Request<'_>> {
@@ -252,7 +273,8 @@ impl MirrorRequest {
             Route::Ping { registry } => (registry.map(|registry| registry.index), false),
             _ => (None, false),
         };
-        self.forwarded = Some(Forwarded { registry, mapped, pull, path: new_path, authority: headers.authority });
+        let RequestHeaders { path: original_path, authority, scheme, .. } = headers;
+        self.forwarded = Some(Forwarded { registry, mapped, pull, path: new_path, original_path, authority, scheme });
         match authenticated {
             Authenticated::Continue => {
                 self.debug_header = debug_header;
@@ -317,6 +339,18 @@ enum Authenticated {
     Answered,
 }
 
+/// Whether the answer is a 401 the filter handles. Managed mode reads `:status`. Pass-through
+/// mode only rewrites challenges, and looks for one instead: asking for a header that is absent
+/// (most answers have none) costs a tenth of reading one that is there, and a challenge is
+/// what a 401 carries (RFC 9110 15.5.2); on another status it is pointed back at this proxy
+/// just the same.
+fn is_unauthorized(config: &Config) -> bool {
+    if config.auth.managed.is_some() {
+        return matches!(header(MapType::HttpResponseHeaders, ":status").as_deref(), Ok(b"401"));
+    }
+    config.auth.rewrite_tokens && header(MapType::HttpResponseHeaders, "www-authenticate").is_ok_and(|value| !value.is_empty())
+}
+
 /// A 401 from Harbor. Pass-through mode: point every Bearer realm back at this proxy with the
 /// request's registry as `ns`, and turn `Basic realm="harbor"` on a rewritten request into a
 /// Bearer challenge. Managed mode: Harbor refused the robot's token, so drop it from the cache,
@@ -326,13 +360,9 @@ fn on_unauthorized(shared: &Shared, forwarded: &Forwarded) -> Result<(), HostErr
     if config.auth.managed.is_none() && !config.auth.rewrite_tokens {
         return Ok(());
     }
-    let original_path;
     let path = match &forwarded.path {
         Some(path) => path.as_str(),
-        None => {
-            original_path = request_property("path")?;
-            std::str::from_utf8(&original_path).unwrap_or("")
-        }
+        None => std::str::from_utf8(&forwarded.original_path).unwrap_or(""),
     };
     if let Some(managed) = &config.auth.managed {
         if let Some(repository) = oci::repository_in(path) {
@@ -342,8 +372,7 @@ fn on_unauthorized(shared: &Shared, forwarded: &Forwarded) -> Result<(), HostErr
         }
         return set_header(MapType::HttpResponseHeaders, "www-authenticate", None);
     }
-    let scheme = request_property("scheme")?;
-    let (Ok(scheme), Ok(authority)) = (std::str::from_utf8(&scheme), std::str::from_utf8(&forwarded.authority)) else {
+    let (Ok(scheme), Ok(authority)) = (std::str::from_utf8(&forwarded.scheme), std::str::from_utf8(&forwarded.authority)) else {
         return Ok(());
     };
     let bearer_scope = forwarded
@@ -372,9 +401,4 @@ fn on_unauthorized(shared: &Shared, forwarded: &Forwarded) -> Result<(), HostErr
     }
     shared.metrics.increment(shared.metrics.challenges_rewritten);
     Ok(())
-}
-
-/// A request attribute (`request.<name>`), readable in the response phase too.
-fn request_property(name: &'static str) -> Result<Vec<u8>, HostError> {
-    Ok(host(name, hostcalls::get_property(vec!["request", name]))?.unwrap_or_default())
 }
