@@ -108,7 +108,7 @@ auth_received_none() {
 
 basic_credentials() { printf '%s' "$1" | base64 -w0; } # USER:PASSWORD, as config files store it
 
-docker_mirrors_include() { docker_cli info --format '{{json .RegistryConfig.Mirrors}}' | grep -qF "$1"; }
+docker_mirrors_include() { grep -qF "$1" < <(docker_cli info --format '{{json .RegistryConfig.Mirrors}}'); }
 
 # pull_docker MIRROR [USER:PASSWORD]: reloads dockerd with MIRROR as its registry mirror, pulls
 # alpine:3.19 (with the credentials docker would hold for Docker Hub) and prints its digest.

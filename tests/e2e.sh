@@ -239,7 +239,7 @@ case_refusals_have_oci_error_bodies() {
   [ ! -e "$WORK/registry/storage/docker/registry/v2/repositories/dockerhub-proxy/library/pushed" ] &&
     [ ! -e "$WORK/registry/storage/docker/registry/v2/repositories/library/pushed" ] ||
     { echo "FAIL: the registry stored a pushed repository"; return 1; }
-  if registry_lines | grep -q '"http.request.method":"\(POST\|PUT\|PATCH\)"'; then
+  if grep -q '"http.request.method":"\(POST\|PUT\|PATCH\)"' < <(registry_lines); then
     echo "FAIL: a write reached the registry"; return 1
   fi
   echo "ok: no write reached the registry"
@@ -264,7 +264,10 @@ case_metrics_count_what_was_done() {
   local quay; quay=$(echo "$stats" | awk -F': ' '$1 == "wasmcustom.harbor_mirror.registry.quay.io.rewritten" {print $2}')
   [ "${rewritten:-0}" -gt 10 ] && [ "${rejected:-0}" -ge 7 ] && [ "${quay:-0}" -ge 3 ] ||
     { echo "FAIL: counters too low: rewritten=$rewritten rejected=$rejected quay.io=$quay"; return 1; }
-  curl -s "http://127.0.0.1:$ADMIN_PORT/stats/prometheus" | grep -q '^harbor_mirror_rewritten' ||
+  # Read it whole first: grep -q stops at the first match, and under pipefail curl's write
+  # error into the closed pipe would fail the check.
+  local prometheus; prometheus=$(curl -s "http://127.0.0.1:$ADMIN_PORT/stats/prometheus")
+  grep -q '^harbor_mirror_rewritten' <<<"$prometheus" ||
     { echo "FAIL: harbor_mirror_rewritten missing from /stats/prometheus"; return 1; }
   echo "ok: counters rewritten=$rewritten rejected=$rejected registry.quay.io.rewritten=$quay"
 }
