@@ -144,10 +144,12 @@ cmd_bench() {
   "$PYTHON" -c 'import matplotlib' 2>/dev/null || "$VENV/bin/pip" install -q -r tests/bench/requirements.txt
   local out=$ROOT/target/bench
   rm -rf "$out" && mkdir -p "$out"
-  local run; run=$(mktemp -d "${TMPDIR:-/tmp}/harbor-mirror-bench.XXXXXX")
+  # Global: the EXIT trap runs after this function has returned.
+  BENCH_RUN=$(mktemp -d "${TMPDIR:-/tmp}/harbor-mirror-bench.XXXXXX")
+  local run=$BENCH_RUN
   # shellcheck source=tests/lib.sh
   . "$ROOT/tests/lib.sh"
-  trap 'stop_started; rm -rf "$run"' EXIT
+  trap 'stop_started; rm -rf "$BENCH_RUN"' EXIT
   trap 'exit 130' INT TERM
 
   say "the floor filter (examples/floor_filter.rs)"
@@ -162,16 +164,21 @@ cmd_bench() {
   } | tee "$out/sizes.md"
 
   say "core micro-benchmarks (benches/core.rs)"
+  # Symbols kept (not the release profile's strip), for the profile below; same code.
+  export CARGO_PROFILE_BENCH_STRIP=none CARGO_PROFILE_BENCH_DEBUG=line-tables-only
   cargo bench -q --bench core | tee "$out/core.md"
   say "instruction profile of one decision (valgrind --tool=callgrind)"
   local core_bin
   core_bin=$(cargo bench -q --bench core --no-run --message-format=json | jq -r 'select(.target.name == "core" and .executable != null) | .executable')
   local shape
   for shape in "shape: containerd ns" "shape: token scope" "shape: regex rule"; do
-    valgrind -q --tool=callgrind --callgrind-out-file="$run/callgrind.out" "$core_bin" --profile "$shape"
+    # Counted only inside Case::run_once: the decision, not the setup.
+    valgrind -q --tool=callgrind --toggle-collect='*Case*run_once*' --callgrind-out-file="$run/callgrind.out" \
+      "$core_bin" --profile "$shape"
     {
-      echo "## $shape"
-      callgrind_annotate --inclusive=no "$run/callgrind.out" 2>/dev/null | sed -n '/^Ir/,$p' | head -25
+      echo "## $shape (instructions over the benchmark's iterations)"
+      # awk reads to the end: no early exit for pipefail to trip on.
+      callgrind_annotate --inclusive=no "$run/callgrind.out" | awk '/^Ir/ {on = 1} on && shown < 22 {print; shown++}'
       echo
     } >>"$out/core-profile.txt"
   done

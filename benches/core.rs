@@ -62,6 +62,8 @@ impl Case {
         Request { method: self.method, path: &self.path, authority: &self.authority }
     }
 
+    /// Not inlined: callgrind counts inside this function only (`--toggle-collect`).
+    #[inline(never)]
     fn run_once(&self) {
         let request = black_box(self.request());
         black_box(decide(black_box(&self.config), &request));

@@ -93,7 +93,8 @@ STARTED = []
 # With two or more CPUs the fronts get the last one to themselves and everything else (wrk, the
 # backends, this script) the others, so that a front's CPU per request is not bent by sharing its
 # core with the load it is measured under.
-ALL_CPUS = os.sched_getaffinity(0)
+# Every online CPU, not this process's mask: build.sh runs it on the load's CPUs already.
+ALL_CPUS = set(range(os.cpu_count() or 1))
 FRONT_CPUS = {max(ALL_CPUS)} if len(ALL_CPUS) > 1 else ALL_CPUS
 LOAD_CPUS = ALL_CPUS - FRONT_CPUS or ALL_CPUS
 
