@@ -596,7 +596,21 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     series_list = results["series"]
-    fig, axes = plt.subplots(1, len(series_list), figsize=(6 * len(series_list), 4.5), squeeze=False)
+    counts = results.get("instructions", {})
+    panels = len(series_list) + (1 if counts else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
+    if counts:
+        ax = axes[0][-1]
+        keys = list(counts)
+        values = [counts[key]["per_request"] / 1000 for key in keys]
+        colors = ["#999999" if key == "a" or key.startswith("b") else "#2b7bba" if key.startswith("c") else "#e08a2c" for key in keys]
+        ax.bar(keys, values, color=colors)
+        for i, value in enumerate(values):
+            ax.annotate(f"{value:.0f}", (i, value), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax.set_title("instructions per request (callgrind), backend: stub")
+        ax.set_ylabel("thousands of instructions (deterministic)")
+        ax.set_ylim(0, max(values) * 1.15)
+        ax.tick_params(axis="x", labelrotation=45)
     for ax, series in zip(axes[0], series_list):
         keys = list(series["rounds"][0])
         med = medians(series)
@@ -614,8 +628,24 @@ def plot(results, path):
     fig.savefig(path, dpi=110)
 
 
+def write_report(results, out):
+    text = report(results)
+    if "instructions" in results:
+        text += "\n" + instructions_report(results["instructions"])
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    plot(results, os.path.join(out, "cpu-per-request.png"))
+    print(f"wrote {out}/results.json, report.md, cpu-per-request.png")
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if sys.argv[1:2] == ["--replot"]:
+        # bench.py --replot DIR: report.md and the plot again from DIR/results.json.
+        with open(os.path.join(sys.argv[2], "results.json")) as f:
+            write_report(json.load(f), sys.argv[2])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="bench.py --replot DIR: the report and plot again from DIR/results.json")
     parser.add_argument("--envoy", required=True)
     parser.add_argument("--wasm", required=True)
     parser.add_argument("--floor-wasm", required=True, help="examples/floor_filter.rs, built")
@@ -654,14 +684,7 @@ def main():
         stop_all()
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    text = report(results)
-    if "instructions" in results:
-        text += "\n" + instructions_report(results["instructions"])
-    with open(os.path.join(args.out, "report.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
-    plot(results, os.path.join(args.out, "cpu-per-request.png"))
-    print(f"wrote {args.out}/results.json, report.md, cpu-per-request.png")
+    write_report(results, args.out)
 
 
 if __name__ == "__main__":
