@@ -499,14 +499,19 @@ impl Index {
         }
     }
 
+    /// The position of `name`, or where it would go.
+    fn search(&self, name: &str) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(known, _)| self.compare(known, name))
+    }
+
     fn get(&self, name: &str) -> Option<usize> {
-        let at = self.entries.binary_search_by(|(known, _)| self.compare(known, name)).ok()?;
+        let at = self.search(name).ok()?;
         self.entries.get(at).map(|&(_, index)| index)
     }
 
     /// Adds `name`, or returns the index it already has.
     fn insert(&mut self, name: &str, index: usize) -> Result<(), usize> {
-        match self.entries.binary_search_by(|(known, _)| self.compare(known, name)) {
+        match self.search(name) {
             Ok(at) => Err(self.entries.get(at).map_or(index, |&(_, other)| other)),
             Err(at) => {
                 let name = match self.case {

@@ -51,6 +51,11 @@ pub fn header(map: MapType, name: &'static str) -> Result<Vec<u8>, HostError> {
     Ok(host(name, hostcalls::get_map_value_bytes(map, name))?.unwrap_or_default())
 }
 
+/// Every header of a map, as (name, value bytes) pairs, in one host call.
+pub fn header_map(map: MapType) -> Result<Vec<(String, Vec<u8>)>, HostError> {
+    host("get_map", hostcalls::get_map_bytes(map))
+}
+
 /// Sets (or with `None` removes) a header.
 pub fn set_header(map: MapType, name: &'static str, value: Option<&str>) -> Result<(), HostError> {
     host(name, hostcalls::set_map_value(map, name, value))

@@ -22,7 +22,7 @@ use crate::decide::{decide, Decision, Refusal, Request, Route};
 use crate::oci::{self, ErrorCode};
 use crate::Config;
 use fetches::{Fetches, TokenFor};
-use host::{debug_enabled, header, host, log, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
+use host::{debug_enabled, header, header_map, host, log, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
 use metrics::Metrics;
 
 proxy_wasm::main! {{
@@ -212,7 +212,7 @@ impl RequestHeaders {
     /// whole header map does (BENCHMARKS.md, the profile).
     fn read() -> Result<Self, HostError> {
         let mut headers = RequestHeaders { method: Vec::new(), path: Vec::new(), authority: Vec::new(), scheme: Vec::new() };
-        for (name, value) in host("get_map", hostcalls::get_map_bytes(MapType::HttpRequestHeaders))? {
+        for (name, value) in header_map(MapType::HttpRequestHeaders)? {
             let slot = match name.as_str() {
                 ":method" => &mut headers.method,
                 ":path" => &mut headers.path,
@@ -386,7 +386,7 @@ fn on_unauthorized(shared: &Shared, forwarded: &Forwarded) -> Result<(), HostErr
         ns: forwarded.registry.and_then(|index| config.registries().get(index)).map(|registry| registry.key.as_str()),
         bearer_scope: bearer_scope.as_deref(),
     };
-    let values = host("get_map", hostcalls::get_map_bytes(MapType::HttpResponseHeaders))?;
+    let values = header_map(MapType::HttpResponseHeaders)?;
     let challenges: Vec<&[u8]> =
         values.iter().filter(|(name, _)| name.eq_ignore_ascii_case("www-authenticate")).map(|(_, value)| value.as_slice()).collect();
     let rewritten: Vec<Option<String>> =
