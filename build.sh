@@ -6,8 +6,8 @@
 #                      embedded local registry seeded with a small image
 #   ./build.sh test    clippy, native tests, the same tests under wasm, envoy --mode validate
 #                      of every config in envoy/, and the end-to-end suite with real clients
-#   ./build.sh bench   core micro-benchmarks, their instruction profile, wasm sizes, configure
-#                      time, and every front (Envoy plain, wasm floor, this filter, regex_rewrite,
+#   ./build.sh bench   core micro-benchmarks, their instruction profile, wasm sizes, and every
+#                      front (Envoy plain, wasm floor, this filter, regex_rewrite,
 #                      Lua, the nginx recipe) under the same load; figures in target/bench/
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -184,9 +184,6 @@ cmd_bench() {
   done
   sed -n '1,30p' "$out/core-profile.txt"
 
-  say "on_configure with 1000 registries, in Envoy"
-  configure_time "$run" | tee "$out/configure.md"
-
   say "the fronts, interleaved (stub backend, then a real registry, then the profile)"
   # The registry on the load's CPUs; bench.py gives the fronts the last CPU to themselves.
   local cpus; cpus=$(nproc)
@@ -201,25 +198,7 @@ cmd_bench() {
   "$PYTHON" tests/bench/bench.py --envoy "$ENVOY" --envoy-binary "$envoy_binary" --wasm "$WASM" --floor-wasm "$floor" \
     --registry "$registry_port=$digest" --profile --callgrind --rounds "$BENCH_ROUNDS" --seconds "$BENCH_SECONDS" \
     --work "$run" --out "$out"
-  say "figures in $out: sizes.md core.md core-profile.txt configure.md report.md cpu-per-request.png"
-}
-
-# configure_time DIR: starts Envoy with a 1000-registry configuration and prints the time the
-# filter logged for parsing it, on the main thread and the worker.
-configure_time() {
-  local dir=$1 admin_port listen_port
-  admin_port=$(free_port); listen_port=$(free_port)
-  "$PYTHON" -c '
-import json, sys
-registries = {f"r{i}.example.com": {"project": f"proxy-{i}", "hosts": [f"r{i}.mirror.example.com"], "aliases": [f"r{i}"]} for i in range(1000)}
-json.dump({"registries": registries, "default_registry": "r0.example.com"}, sys.stdout)' >"$dir/1000.json"
-  "$PYTHON" envoy/render.py envoy/harbor-mirror.yaml --listen "127.0.0.1:$listen_port" --admin-port "$admin_port" \
-    --upstream http://127.0.0.1:9 --wasm "$WASM" --plugin-config "$dir/1000.json" >"$dir/configure.yaml"
-  start_envoy "$dir/configure.yaml" "$dir/configure.log" "$admin_port" --concurrency 1 --log-level warn --component-log-level wasm:info
-  echo "| configuration | bytes | logged by the filter |"
-  echo "|---|---:|---|"
-  grep -o 'configured 1000 registries[^,]*' "$dir/configure.log" | sed "s/^/| 1000 registries | $(stat -c %s "$dir/1000.json") | /; s/\$/ |/"
-  kill "$ENVOY_PID"
+  say "figures in $out: sizes.md core.md core-profile.txt report.md (with the configure time of 1000 registries in Envoy) cpu-per-request.png"
 }
 
 # --- test -----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -325,8 +326,13 @@ def start_stub(work):
 class Running:
     """A started front: its port, processes, and how to tell it is ready."""
 
-    def __init__(self, front, port, process, ready_port):
-        self.front, self.port, self.process, self.ready_port = front, port, process, ready_port
+    def __init__(self, front, port, process, ready_port, log):
+        self.front, self.port, self.process, self.ready_port, self.log = front, port, process, ready_port, log
+
+    def configure_times(self):
+        """What harbor_mirror logged at each VM's start: `configured N registries in X ms`."""
+        with open(self.log, errors="replace") as f:
+            return re.findall(r"configured \d+ registries in [\d.]+ ms", f.read())
 
     def wait_ready(self, seconds=60):
         wait_http(self.ready_port, f"front {self.front.key}", seconds)
@@ -351,7 +357,7 @@ def start_front(front, args, work, upstream_port, callgrind=False):
         # Under valgrind, one process: the master serves.
         single = ["-g", "master_process off;"] if callgrind else []
         command = ["nginx", "-c", conf, "-p", work, "-e", os.path.join(work, "recipe-error.log")] + single
-        return Running(front, port, start(prefix + command, log, cpus), port)
+        return Running(front, port, start(prefix + command, log, cpus), port, log)
     admin = free_port()
     filters, routes = [], None
     if front.key.startswith("b"):
@@ -369,7 +375,7 @@ def start_front(front, args, work, upstream_port, callgrind=False):
         yaml.safe_dump(envoy_config(port, admin, upstream_port, filters, routes), f, sort_keys=False)
     envoy = args.envoy_binary if callgrind else args.envoy
     command = [envoy, "-c", conf, "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info"]
-    return Running(front, port, start(prefix + command, log, cpus), admin)
+    return Running(front, port, start(prefix + command, log, cpus), admin, log)
 
 
 # --- checks and load -------------------------------------------------------------------------
@@ -439,6 +445,7 @@ def run_series(args, series, work, fronts):
         for r in running:
             r.wait_ready()
         answers = {r.front.key: check(r, digest) for r in running}
+        configure = {r.front.key: r.configure_times() for r in running if r.front.key.startswith("c")}
         for r in running:
             print(f"   {r.front.key:6} answers: " + ", ".join(f"{a}" for a in answers[r.front.key].values()), flush=True)
             load(args, r, shape_files[r.front.prefixed], args.warmup)
@@ -459,7 +466,7 @@ def run_series(args, series, work, fronts):
     finally:
         for r in running:
             stop(r.process)
-    return {"name": name, "shapes": [label for label, _, _ in shapes(digest, False)], "answers": answers, "rounds": rounds}
+    return {"name": name, "shapes": [label for label, _, _ in shapes(digest, False)], "answers": answers, "configure": configure, "rounds": rounds}
 
 
 def run_instructions(args, upstream_port, digest, work):
@@ -580,6 +587,8 @@ def report(results):
             for before, after in zip(keys, keys[1:]):
                 cost = med[after]["cpu_us_per_request"]
                 lines.append(f"| {after}: {labels[after]} | {cost - med['b']['cpu_us_per_request']:+.1f} | {cost - med[before]['cpu_us_per_request']:+.1f} |")
+        for key, times in series.get("configure", {}).items():
+            lines.append(f"\n{key}: harbor_mirror's configure, per VM: " + ("; ".join(times) or "not logged"))
         lines.append("\nWhat each front answered, shape by shape (status, and the realm of a 401):\n")
         lines.append("| front | " + " | ".join(series["shapes"]) + " |")
         lines.append("|---|" + "---|" * len(series["shapes"]))
