@@ -7,6 +7,7 @@ use std::fmt;
 use crate::challenge::TOKEN_PATH;
 use crate::config::{Config, Registry};
 use crate::oci::{self, Endpoint, ErrorCode};
+use crate::path;
 use crate::query;
 use crate::token;
 
@@ -161,6 +162,9 @@ pub fn decide<'c>(config: &'c Config, request: &Request<'_>) -> Decision<'c> {
         Some((path, query)) => (path, Some(query)),
         None => (request.path, None),
     };
+    if let Err(problem) = path::check(path) {
+        return refuse(400, ErrorCode::NameInvalid, format!("invalid request path: {problem}"));
+    }
     let (alias, api_path) = match split_alias(path) {
         Some(split) => split,
         None => return Decision::Forward { path: None, route: Route::NotRepository },
@@ -172,6 +176,13 @@ pub fn decide<'c>(config: &'c Config, request: &Request<'_>) -> Decision<'c> {
         },
         None => None,
     };
+    if request.path.len() > path::MAX_API_PATH_LEN {
+        let message = format!("invalid request path: {} bytes, more than {}", request.path.len(), path::MAX_API_PATH_LEN);
+        return refuse(414, ErrorCode::NameInvalid, message);
+    }
+    if let Err(problem) = path::check_api(path) {
+        return refuse(400, ErrorCode::NameInvalid, format!("invalid request path: {problem}"));
+    }
     if api_path == TOKEN_PATH {
         return decide_token_request(config, request, query, alias_registry);
     }
@@ -184,6 +195,9 @@ pub fn decide<'c>(config: &'c Config, request: &Request<'_>) -> Decision<'c> {
             return Decision::Forward { path, route };
         }
     };
+    if let Err(problem) = oci::check_endpoint(rest) {
+        return refuse(400, problem.code(), format!("invalid endpoint {}: {problem}", Clipped(rest)));
+    }
     let repository = RepositoryRequest { method: request.method, name, rest, query, aliased: alias.is_some() };
     match select_registry(config, query, alias_registry, request.authority) {
         Ok(Some(selected)) => repository.map(config, selected),
@@ -244,7 +258,7 @@ fn select_registry<'c>(
                 return Err(Refusal::new(
                     404,
                     ErrorCode::NameUnknown,
-                    format!("registry {ns:?} (from ns) is not served by this mirror"),
+                    format!("registry {} (from ns) is not served by this mirror", Clipped(&ns)),
                 ));
             }
         }
@@ -483,4 +497,18 @@ fn host_of(authority: &str) -> &str {
         return bracketed.split_once(']').map_or(authority, |(host, _)| host);
     }
     authority.split_once(':').map_or(authority, |(host, _)| host)
+}
+
+/// Client text in a message or log line: quoted, and cut to its first 64 characters so that a
+/// hostile request cannot make either large.
+pub(crate) struct Clipped<'a>(pub &'a str);
+
+impl fmt::Display for Clipped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 64;
+        match self.0.char_indices().nth(SHOWN) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}... ({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
 }

@@ -32,6 +32,7 @@ pub mod config;
 pub mod decide;
 mod json;
 pub mod oci;
+pub mod path;
 pub mod query;
 pub mod token;
 

@@ -45,6 +45,74 @@ fn split_repository(p: &str) -> Option<(&str, &str)> {
     (!name.is_empty()).then(|| (name, &p[name.len()..]))
 }
 
+/// Why the endpoint after a repository name is not one a registry serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointProblem {
+    /// A manifest reference that is neither a tag nor a digest.
+    Tag,
+    /// A blob or referrers reference, or a manifest reference with a `:`, that is not a digest.
+    Digest,
+    /// `tags/<anything but list>`.
+    Endpoint,
+}
+
+impl EndpointProblem {
+    /// The OCI error code of the refusal.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            EndpointProblem::Tag => ErrorCode::TagInvalid,
+            EndpointProblem::Digest => ErrorCode::DigestInvalid,
+            EndpointProblem::Endpoint => ErrorCode::Unsupported,
+        }
+    }
+}
+
+impl std::fmt::Display for EndpointProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EndpointProblem::Tag => "the tag does not match [A-Za-z0-9_][A-Za-z0-9._-]{0,127}",
+            EndpointProblem::Digest => "the digest does not match <algorithm>:<encoded>",
+            EndpointProblem::Endpoint => "not a registry API endpoint",
+        })
+    }
+}
+
+/// Checks the endpoint of a repository request (the `rest` of [`Endpoint::Repository`]):
+/// manifests by tag or digest, blobs and referrers by digest, `tags/list`, and uploads (whose
+/// ids are opaque, and checked only as path bytes).
+pub fn check_endpoint(rest: &str) -> Result<(), EndpointProblem> {
+    if rest.starts_with("/blobs/uploads/") {
+        return Ok(());
+    }
+    let Some((kind, reference)) = rest.strip_prefix('/').and_then(|rest| rest.split_once('/')) else {
+        return Err(EndpointProblem::Endpoint);
+    };
+    match kind {
+        "manifests" if !reference.contains(':') => is_tag(reference).then_some(()).ok_or(EndpointProblem::Tag),
+        "manifests" | "blobs" | "referrers" => is_digest(reference).then_some(()).ok_or(EndpointProblem::Digest),
+        "tags" if reference == "list" => Ok(()),
+        _ => Err(EndpointProblem::Endpoint),
+    }
+}
+
+/// `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn is_tag(tag: &str) -> bool {
+    let bytes = tag.as_bytes();
+    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    bytes.len() <= 128 && bytes.first().is_some_and(word) && bytes.iter().all(|b| word(b) || matches!(b, b'.' | b'-'))
+}
+
+/// `<algorithm>:<encoded>`: `[a-z0-9]+([+._-][a-z0-9]+)*` and `[a-zA-Z0-9=_-]+`.
+fn is_digest(digest: &str) -> bool {
+    let Some((algorithm, encoded)) = digest.split_once(':') else {
+        return false;
+    };
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let algorithm_ok = algorithm.split(['+', '.', '_', '-']).all(|part| !part.is_empty() && part.as_bytes().iter().all(alnum));
+    let encoded_ok = !encoded.is_empty() && encoded.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+    algorithm_ok && encoded_ok
+}
+
 /// Whether `name` is a repository name by the OCI distribution grammar, within
 /// [`MAX_NAME_LEN`]: `/`-separated components of `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
 pub fn is_valid_name(name: &str) -> bool {
@@ -82,6 +150,10 @@ pub enum ErrorCode {
     NameUnknown,
     /// 403: access to the repository is denied.
     Denied,
+    /// 400: a manifest tag is not valid.
+    TagInvalid,
+    /// 400: a digest is not valid.
+    DigestInvalid,
     /// 405 or 400: the operation is not supported.
     Unsupported,
     /// 503: the registry (here: Harbor's token service) cannot serve the request now.
@@ -94,6 +166,8 @@ impl ErrorCode {
         match self {
             ErrorCode::NameInvalid => "NAME_INVALID",
             ErrorCode::NameUnknown => "NAME_UNKNOWN",
+            ErrorCode::TagInvalid => "TAG_INVALID",
+            ErrorCode::DigestInvalid => "DIGEST_INVALID",
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::Unavailable => "UNAVAILABLE",
@@ -177,6 +251,38 @@ mod tests {
         ] {
             assert_eq!(parse_endpoint(after_v2), expected, "{after_v2:?}");
         }
+    }
+
+    #[test]
+    fn endpoints_take_tags_digests_and_upload_ids() {
+        use EndpointProblem::*;
+        let long_tag = format!("/manifests/{}", "t".repeat(129));
+        for (rest, expected) in [
+            ("/manifests/latest", Ok(())),
+            ("/manifests/_v1.2-rc.3", Ok(())),
+            ("/manifests/sha256:0123abcd", Ok(())),
+            ("/blobs/sha256:0123abcd", Ok(())),
+            ("/blobs/sha256+b64u:AZaz09=_-", Ok(())),
+            ("/referrers/sha512:ab", Ok(())),
+            ("/tags/list", Ok(())),
+            ("/blobs/uploads/", Ok(())),
+            ("/blobs/uploads/7e5e-a2b1", Ok(())),
+            ("/manifests/.hidden", Err(Tag)),
+            ("/manifests/-x", Err(Tag)),
+            (long_tag.as_str(), Err(Tag)),
+            ("/manifests/sha256:", Err(Digest)),
+            ("/manifests/SHA256:ab", Err(Digest)),
+            ("/blobs/latest", Err(Digest)),
+            ("/blobs/sha256:a.b", Err(Digest)),
+            ("/blobs/sha256--x:ab", Err(Digest)),
+            ("/referrers/:ab", Err(Digest)),
+            ("/tags/all", Err(Endpoint)),
+            ("/other/x", Err(Endpoint)),
+            ("", Err(Endpoint)),
+        ] {
+            assert_eq!(check_endpoint(rest), expected, "{rest:?}");
+        }
+        assert_eq!(check_endpoint(&format!("/manifests/{}", "t".repeat(128))), Ok(()));
     }
 
     #[test]

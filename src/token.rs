@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use crate::challenge::{HARBOR_SERVICE, TOKEN_PATH};
 use crate::config::{Config, Managed, Registry};
-use crate::decide::{map_name, Mapping, Refusal};
+use crate::decide::{map_name, Clipped, Mapping, Refusal};
 use crate::json::{self, Struct, Ty};
 use crate::oci::{self, ErrorCode};
 use crate::query;
@@ -34,7 +34,7 @@ pub(crate) fn rewrite_scopes(config: &Config, registry: &Registry, query: &str) 
     let mut refused = Vec::new();
     for value in query.split('&').filter_map(|pair| pair.strip_prefix("scope=")) {
         let Some(decoded) = query::percent_decode(value) else {
-            refused.push(Refusal::new(400, ErrorCode::Unsupported, format!("scope {value:?} is not valid percent-encoded UTF-8")));
+            refused.push(Refusal::new(400, ErrorCode::Unsupported, format!("scope {} is not valid percent-encoded UTF-8", Clipped(value))));
             continue;
         };
         for scope in decoded.split(' ').filter(|scope| !scope.is_empty()) {

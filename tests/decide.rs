@@ -152,6 +152,51 @@ fn refusals_carry_their_oci_code() {
 }
 
 #[test]
+fn paths_harbor_could_read_differently_are_refused_before_routing() {
+    check(&config(), &[
+        // Traversal out of the registry API, or into it past the filter.
+        ("GET", "/v2/../api/v2.0/users", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/api/../v2/secret/app/manifests/1", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/quay.io/v2/../../v2/secret/app/manifests/1", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/v2/library/alpine/manifests/..", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/v2/%2e%2e/api/v2.0/users", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/v2/library/alpine/manifests/..%2f..%2fsecret", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/%76%32/secret/app/manifests/1", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "//v2/secret/app/manifests/1", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/v2/library\\..\\secret/manifests/1", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/v2/library/alpine/manifests/1%0d%0aX-Injected:%201", "m", Refuse(400, "NAME_INVALID")),
+        // Registry paths hold only the registry grammar; endpoints only tags, digests, ids.
+        ("GET", "/v2/library/alpine/manifests/a@b", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/v2/library/alpine/manifests/a%41", "m", Refuse(400, "NAME_INVALID")),
+        ("GET", "/v2/library/alpine/manifests/-x", "m", Refuse(400, "TAG_INVALID")),
+        ("GET", "/v2/library/alpine/blobs/latest", "m", Refuse(400, "DIGEST_INVALID")),
+        ("GET", "/v2/library/alpine/referrers/sha256:", "m", Refuse(400, "DIGEST_INVALID")),
+        ("GET", "/v2/library/alpine/tags/all", "m", Refuse(400, "UNSUPPORTED")),
+        ("GET", "/v2/production/app/manifests/.x", "m", Refuse(400, "TAG_INVALID")),
+        // What stays allowed: Harbor's API with its double-encoded names, the UI, uploads.
+        ("GET", "/api/v2.0/projects/p/repositories/a%252Fb/artifacts", "m", Pass),
+        ("GET", "/harbor/projects?x=%2e%2e/a//b", "m", Pass),
+        ("GET", "/v2/production/app/blobs/uploads/7e5ea2b1-0000?_state=a%2Fb%3D", "m", Pass),
+    ]);
+}
+
+#[test]
+fn long_paths_are_refused_and_messages_stay_short() {
+    let long_query = format!("/v2/library/alpine/manifests/1?n={}", "x".repeat(8200));
+    let long_token = format!("/service/token?scope={}", "repository:library/a:pull+".repeat(400));
+    let long_ns = format!("/v2/library/alpine/manifests/1?ns={}", "x".repeat(5000));
+    check(&config(), &[
+        ("GET", &long_query, "m", Refuse(414, "NAME_INVALID")),
+        ("GET", &long_token, "m", Refuse(414, "NAME_INVALID")),
+        ("GET", &long_ns, "m", Refuse(404, "NAME_UNKNOWN")),
+    ]);
+    match decide(&config(), &Request { method: "GET", path: &long_ns, authority: "m" }) {
+        Decision::Refuse(r) => assert!(r.message.len() < 200 && r.message.contains("(5000 bytes)"), "{}", r.message),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn name_length_is_checked_before_and_after_the_project() {
     let at_limit = format!("/v2/library/{}/manifests/1", "a".repeat(255 - "library/".len()));
     let over = format!("/v2/library/{}/manifests/1", "a".repeat(256 - "library/".len()));
