@@ -1,5 +1,7 @@
-//! The filter's counters, defined once at configure. Envoy shows them as
+//! The filter's counters and its memory gauge, defined once at configure. Envoy shows them as
 //! `wasmcustom.harbor_mirror.*` in `/stats` and `harbor_mirror_*` in `/stats/prometheus`.
+
+use std::cell::Cell;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
@@ -8,7 +10,7 @@ use super::host::{host, log, HostError};
 use crate::decide::{Decision, Route};
 use crate::Config;
 
-/// Counter ids.
+/// Metric ids.
 pub struct Metrics {
     rewritten: u32,
     passed: u32,
@@ -23,6 +25,10 @@ pub struct Metrics {
     pub token_cache_hits: u32,
     /// Managed mode: token requests that gave no usable token.
     pub token_fetch_failures: u32,
+    /// Gauge: the linear memory of this plugin's VMs, summed; each VM adds its own growth.
+    wasm_memory: u32,
+    /// This VM's memory as last added to the gauge.
+    wasm_memory_reported: Cell<u64>,
 }
 
 impl Metrics {
@@ -41,7 +47,31 @@ impl Metrics {
             token_fetches: counter("harbor_mirror.token.fetches")?,
             token_cache_hits: counter("harbor_mirror.token.cache_hits")?,
             token_fetch_failures: counter("harbor_mirror.token.fetch_failures")?,
+            wasm_memory: host("define_metric", hostcalls::define_metric(MetricType::Gauge, "harbor_mirror.wasm_memory_bytes"))?,
+            wasm_memory_reported: Cell::new(0),
         })
+    }
+
+    /// Adds this VM's memory growth since the last call to the memory gauge. Costs a host call
+    /// only when the memory grew, which a VM in its steady state never does.
+    pub fn track_memory(&self) {
+        let now = u64::try_from(std::arch::wasm32::memory_size::<0>()).unwrap_or(u64::MAX).saturating_mul(65536);
+        let reported = self.wasm_memory_reported.replace(now);
+        if now != reported {
+            let delta = i64::try_from(now).unwrap_or(i64::MAX).saturating_sub(i64::try_from(reported).unwrap_or(i64::MAX));
+            if let Err(e) = host("increment_metric", hostcalls::increment_metric(self.wasm_memory, delta)) {
+                log(LogLevel::Warn, &e.to_string());
+            }
+        }
+    }
+
+    /// Takes this VM's memory off the gauge, when the VM is stopped.
+    pub fn forget_memory(&self) {
+        let reported = self.wasm_memory_reported.replace(0);
+        let delta = i64::try_from(reported).unwrap_or(i64::MAX);
+        if delta != 0 && let Err(e) = host("increment_metric", hostcalls::increment_metric(self.wasm_memory, -delta)) {
+            log(LogLevel::Warn, &e.to_string());
+        }
     }
 
     /// Adds one to a counter; a failure is logged, never passed on.

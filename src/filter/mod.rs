@@ -58,6 +58,13 @@ impl Context for MirrorRoot {
             shared.token_answered(self.id, token_id, body_size);
         }
     }
+
+    fn on_done(&mut self) -> bool {
+        if let Some(shared) = &self.shared {
+            shared.metrics.forget_memory();
+        }
+        true
+    }
 }
 
 impl RootContext for MirrorRoot {
@@ -96,6 +103,7 @@ impl RootContext for MirrorRoot {
         // the .wasm).
         let took = started.and_then(|t| hostcalls::get_current_time().ok()?.duration_since(t).ok()).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         log(LogLevel::Info, &format!("configured {} registries in {}.{:03} ms, {mode}", config.registries().len(), took / 1000, took % 1000));
+        metrics.track_memory();
         self.shared = Some(Rc::new(Shared { config, metrics, fetches: Fetches::default() }));
         true
     }
@@ -155,10 +163,11 @@ impl Context for MirrorRequest {
     }
 
     fn on_done(&mut self) -> bool {
-        if let Some(shared) = &self.shared
-            && shared.config.auth.managed.is_some()
-        {
-            shared.fetches.leave(self.id);
+        if let Some(shared) = &self.shared {
+            if shared.config.auth.managed.is_some() {
+                shared.fetches.leave(self.id);
+            }
+            shared.metrics.track_memory();
         }
         true
     }
