@@ -4,7 +4,12 @@
 Sets the listener address, the admin port, the `harbor` cluster's upstream (TLS with SNI for
 https, plain for http), the filter's .wasm path and, optionally, its plugin configuration (the
 file's text is passed through as it is, so a broken one reaches the filter). Prints YAML.
+
+With --lds FILE the listeners go to FILE, a filesystem LDS resource the bootstrap watches: a new
+plugin configuration is applied by rendering again and renaming the new FILE over the old one,
+without restarting Envoy (in-flight requests finish on the old filter chain).
 """
+import os
 import argparse
 import sys
 import urllib.parse
@@ -51,6 +56,7 @@ def main():
     parser.add_argument("--upstream", help="Harbor (or registry) URL, http(s)://host[:port]")
     parser.add_argument("--wasm", help="path of harbor_mirror.wasm")
     parser.add_argument("--plugin-config", help="file holding the filter's JSON configuration")
+    parser.add_argument("--lds", help="write the listeners to this file and watch it (dynamic LDS)")
     args = parser.parse_args()
 
     with open(args.config) as f:
@@ -72,7 +78,26 @@ def main():
             plugin["vm_config"]["code"]["local"]["filename"] = args.wasm
         if plugin_config is not None:
             plugin["configuration"]["value"] = plugin_config
+    if args.lds:
+        move_listeners_to_lds(config, os.path.abspath(args.lds))
     yaml.safe_dump(config, sys.stdout, sort_keys=False)
+
+
+def move_listeners_to_lds(config, path):
+    listeners = config["static_resources"].pop("listeners")
+    resources = [{"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", **listener} for listener in listeners]
+    # Written whole to a temporary name, then renamed: Envoy never reads half a file.
+    with open(path + ".tmp", "w") as f:
+        yaml.safe_dump({"resources": resources}, f, sort_keys=False)
+    os.replace(path + ".tmp", path)
+    # Dynamic resources need a node identity, even from a file.
+    config.setdefault("node", {"id": "harbor-mirror", "cluster": "harbor-mirror"})
+    config["dynamic_resources"] = {
+        "lds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": path, "watched_directory": {"path": os.path.dirname(path)}},
+        }
+    }
 
 
 if __name__ == "__main__":
