@@ -71,8 +71,6 @@ pub enum Rule {
     Project,
     /// The `rewrite` rule at this position.
     Rewrite(usize),
-    /// No rule matched and the registry has no project: the name is kept.
-    Unchanged,
 }
 
 /// A refusal: the status and the OCI error of the local reply.
@@ -128,7 +126,6 @@ impl fmt::Display for Decision<'_> {
                         write!(f, "rewrote: registry={} by={}", registry.key, by.as_str())?;
                         match rule {
                             Rule::Project => f.write_str(" rule=project")?,
-                            Rule::Unchanged => f.write_str(" rule=none")?,
                             Rule::Rewrite(i) => match registry.rewrite.get(*i) {
                                 Some(r) => write!(f, " rule={:?}", r.pattern.source)?,
                                 None => write!(f, " rule=#{i}")?,
@@ -287,7 +284,7 @@ impl RepositoryRequest<'_> {
             Err(refusal) => return Decision::Refuse(refusal),
             Ok(Mapping::Prefixed) => {
                 let has_ns = by == SelectedBy::Ns;
-                let path = (self.aliased || has_ns).then(|| self.path(&HarborName::Unchanged { library: false, name: self.name }));
+                let path = (self.aliased || has_ns).then(|| self.path(&HarborName::Unchanged(self.name)));
                 return Decision::Forward { path, route: Route::Prefixed };
             }
             Ok(Mapping::To(target, rule)) => (target, rule),
@@ -349,8 +346,8 @@ pub(crate) enum HarborName<'c, 'n> {
     Project { project: &'c str, library: bool, name: &'n str },
     /// A rewrite rule's result.
     Rewritten(String),
-    /// `[library/]<name>`, for a registry without a project.
-    Unchanged { library: bool, name: &'n str },
+    /// A name already under a project, kept.
+    Unchanged(&'n str),
 }
 
 impl HarborName<'_, '_> {
@@ -359,7 +356,7 @@ impl HarborName<'_, '_> {
         match self {
             HarborName::Project { project, library, name } => project.len() + 1 + usize::from(*library) * LIBRARY + name.len(),
             HarborName::Rewritten(name) => name.len(),
-            HarborName::Unchanged { library, name } => usize::from(*library) * LIBRARY + name.len(),
+            HarborName::Unchanged(name) => name.len(),
         }
     }
 
@@ -367,7 +364,7 @@ impl HarborName<'_, '_> {
         let (project, library, name) = match self {
             HarborName::Project { project, library, name } => (Some(*project), *library, *name),
             HarborName::Rewritten(name) => (None, false, name.as_str()),
-            HarborName::Unchanged { library, name } => (None, *library, *name),
+            HarborName::Unchanged(name) => (None, false, *name),
         };
         if let Some(project) = project {
             out.push_str(project);
@@ -410,7 +407,14 @@ pub(crate) fn map_name<'c, 'n>(config: &'c Config, registry: &'c Registry, name:
         Some((i, rewritten)) => (HarborName::Rewritten(rewritten), Rule::Rewrite(i)),
         None => match &registry.project {
             Some(project) => (HarborName::Project { project, library, name }, Rule::Project),
-            None => (HarborName::Unchanged { library, name }, Rule::Unchanged),
+            // Keeping the name would reach whatever Harbor project it starts with.
+            None => {
+                return Err(Refusal::new(
+                    403,
+                    ErrorCode::Denied,
+                    format!("registry {} has no project, and none of its rewrite rules matches {client_name}", registry.key),
+                ));
+            }
         },
     };
     check_target(config, registry, client_name, &target, rule)?;
@@ -432,7 +436,7 @@ fn check_target(config: &Config, registry: &Registry, client_name: &str, target:
         HarborName::Rewritten(rewritten) => {
             let source = match rule {
                 Rule::Rewrite(i) => registry.rewrite.get(i).map_or("", |r| r.pattern.source.as_str()),
-                Rule::Project | Rule::Unchanged => "",
+                Rule::Project => "",
             };
             if let Err(why) = check_name(rewritten) {
                 return Err(Refusal::new(
@@ -452,7 +456,7 @@ fn check_target(config: &Config, registry: &Registry, client_name: &str, target:
                 ));
             }
         }
-        HarborName::Unchanged { .. } => {}
+        HarborName::Unchanged(_) => {}
     }
     Ok(())
 }

@@ -24,7 +24,7 @@ const CONFIG: &str = r#"{
     "quay.io": {"project": "quay-proxy", "hosts": ["quay.mirror.example.com", "localhost"]},
     "ghcr.io": {"project": "ghcr-proxy"},
     "localhost:5001": {"project": "local-proxy"},
-    "plain.example": {}
+    "plain.example": {"rewrite": {"^team/(.*)$": "production/team-$1"}}
   },
   "default_registry": "docker.io",
   "passthrough_projects": ["production"]
@@ -125,8 +125,10 @@ fn rewrite_rules_apply_in_document_order_on_the_client_name() {
         ("GET", "/v2/ksd-test/a/b/blobs/sha256:ab", "m", Rewrite("/v2/production/a/b/blobs/sha256:ab")),
         // A rule whose result lands outside every configured project is refused.
         ("GET", "/v2/team/app/manifests/1", "m", Refuse(403, "DENIED")),
-        // A registry without project keeps unmatched names.
-        ("GET", "/v2/a/b/manifests/1?ns=plain.example", "m", Rewrite("/v2/a/b/manifests/1")),
+        // A registry without project serves only what its rules map: keeping a name would reach
+        // whatever Harbor project it starts with.
+        ("GET", "/v2/team/app/manifests/1?ns=plain.example", "m", Rewrite("/v2/production/team-app/manifests/1")),
+        ("GET", "/v2/secret/app/manifests/1?ns=plain.example", "m", Refuse(403, "DENIED")),
     ]);
 }
 
