@@ -258,7 +258,8 @@ pub fn rewrite(header: &str, target: &RealmTarget<'_>) -> Option<String> {
     let mut edits: Vec<(Range<usize>, String)> = Vec::new();
     for challenge in &challenges {
         if challenge.is("Bearer") {
-            if let Some(realm) = challenge.params.iter().find(|p| p.name.eq_ignore_ascii_case("realm")) {
+            // Every realm: clients differ in which of repeated parameters they read.
+            for realm in challenge.params.iter().filter(|p| p.name.eq_ignore_ascii_case("realm")) {
                 edits.push((realm.value_span.clone(), quote(&realm_url(&realm.value, target))));
             }
         } else if challenge.is("Basic")
@@ -288,8 +289,12 @@ pub fn rewrite(header: &str, target: &RealmTarget<'_>) -> Option<String> {
 fn realm_url(harbor_realm: &str, target: &RealmTarget<'_>) -> String {
     let query = harbor_realm.split_once('?').map(|(_, query)| query);
     let mut url = format!("{}://{}{TOKEN_PATH}", target.scheme, target.authority);
-    if let Some(query) = query.filter(|query| !query.is_empty()) {
-        crate::query::push_without_ns(&mut url, query);
+    // Harbor's realm query without `ns` and empty pairs, so that a second rewrite is a no-op.
+    let mut separator = '?';
+    for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty() && crate::query::key(pair) != "ns") {
+        url.push(separator);
+        url.push_str(pair);
+        separator = '&';
     }
     if let Some(ns) = target.ns {
         url.push(if url.contains('?') { '&' } else { '?' });

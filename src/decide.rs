@@ -180,6 +180,9 @@ pub fn decide<'c>(config: &'c Config, request: &Request<'_>) -> Decision<'c> {
     if let Err(problem) = path::check_api(path) {
         return refuse(400, ErrorCode::NameInvalid, format!("invalid request path: {problem}"));
     }
+    if let Some(key) = query.and_then(query::encoded_key) {
+        return refuse(400, ErrorCode::Unsupported, format!("query parameter name {} is percent-encoded", Clipped(key)));
+    }
     if api_path == TOKEN_PATH {
         return decide_token_request(config, request, query, alias_registry);
     }

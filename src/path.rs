@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use crate::query::decode_hex_pair;
+
 /// The longest registry API or token `:path` (query included) the filter forwards.
 pub const MAX_API_PATH_LEN: usize = 8192;
 
@@ -114,12 +116,6 @@ fn check_segment(segment: &str) -> Result<(), PathProblem> {
 /// separators, and controls.
 fn must_not_be_escaped(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/' | b'\\') || byte < 0x20 || byte == 0x7f
-}
-
-fn decode_hex_pair(pair: &[u8]) -> Option<u8> {
-    let digit = |b: u8| char::from(b).to_digit(16);
-    let (high, low) = (digit(*pair.first()?)?, digit(*pair.get(1)?)?);
-    u8::try_from(high * 16 + low).ok()
 }
 
 #[cfg(test)]

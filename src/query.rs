@@ -88,14 +88,27 @@ pub(crate) fn percent_decode(value: &str) -> Option<Cow<'_, str>> {
             b'+' => bytes.push(b' '),
             b'%' => {
                 let (hex, tail) = rest.split_at_checked(2)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                bytes.push(decode_hex_pair(hex)?);
                 rest = tail;
             }
             _ => bytes.push(b),
         }
     }
     String::from_utf8(bytes).ok().map(Cow::Owned)
+}
+
+/// The byte two hex digits stand for (`%XX`); `None` unless both are hex digits (a sign, as
+/// `from_str_radix` would take, is not: Go rejects `%+A`).
+pub(crate) fn decode_hex_pair(pair: &[u8]) -> Option<u8> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    let (high, low) = (digit(*pair.first()?)?, digit(*pair.get(1)?)?);
+    u8::try_from(high * 16 + low).ok()
+}
+
+/// The first parameter name of `query` that is percent-encoded. Go decodes names too, so
+/// `sc%6Fpe=` is a `scope` to Harbor, and the filter would not have seen it as one.
+pub fn encoded_key(query: &str) -> Option<&str> {
+    query.split('&').map(key).find(|key| key.contains('%'))
 }
 
 /// Appends `value` percent-encoded for a query: unreserved characters and `:`, `/`, `,` stay
@@ -146,5 +159,15 @@ mod tests {
         assert_eq!(find_ns("ns=%zz"), Err(NsError::BadEncoding));
         assert_eq!(find_ns("ns=%ff"), Err(NsError::BadEncoding));
         assert_eq!(find_ns("ns=a&ns=b"), Err(NsError::Conflicting));
+        // A sign is not a hex digit, though from_str_radix takes one.
+        assert_eq!(find_ns("ns=%+A"), Err(NsError::BadEncoding));
+        assert_eq!(find_ns("ns=a%2"), Err(NsError::BadEncoding));
+    }
+
+    #[test]
+    fn finds_encoded_parameter_names() {
+        assert_eq!(encoded_key("service=harbor-registry&scope=repository%3Aa%3Apull"), None);
+        assert_eq!(encoded_key("service=x&sc%6Fpe=repository:a:pull"), Some("sc%6Fpe"));
+        assert_eq!(encoded_key("%73cope"), Some("%73cope"));
     }
 }

@@ -84,6 +84,11 @@ fn realms_point_back_at_the_mirror_with_the_registry() {
             Some(r#"Bearer realm="http://mirror:5000/service/token",service="harbor-registry""#)),
         // A realm query is kept, an old ns replaced.
         (r#"Bearer realm="https://h/service/token?tenant=1&ns=old""#, quay, Some(r#"Bearer realm="http://mirror:5000/service/token?tenant=1&ns=quay.io""#)),
+        // Only ns in Harbor's realm query: no dangling `?`, so a second rewrite changes nothing.
+        (r#"Bearer realm="https://h/service/token?ns=a&&ns=b""#, ping, Some(r#"Bearer realm="http://mirror:5000/service/token""#)),
+        // A repeated realm: every one points back (clients differ in which they read).
+        (r#"Bearer realm="https://h/service/token",realm="https://evil/t""#, quay,
+            Some(r#"Bearer realm="http://mirror:5000/service/token?ns=quay.io",realm="http://mirror:5000/service/token?ns=quay.io""#)),
         // Basic realm="harbor" on a rewritten request becomes a Bearer challenge.
         (r#"Basic realm="harbor""#, basic,
             Some(r#"Bearer realm="http://mirror:5000/service/token?ns=docker.io",service="harbor-registry",scope="repository:dockerhub-proxy/library/alpine:pull""#)),

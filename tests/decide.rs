@@ -175,6 +175,9 @@ fn paths_harbor_could_read_differently_are_refused_before_routing() {
         ("GET", "/v2/library/alpine/referrers/sha256:", "m", Refuse(400, "DIGEST_INVALID")),
         ("GET", "/v2/library/alpine/tags/all", "m", Refuse(400, "UNSUPPORTED")),
         ("GET", "/v2/production/app/manifests/.x", "m", Refuse(400, "TAG_INVALID")),
+        // Go decodes parameter names: `sc%6Fpe` is a scope to Harbor, unmapped by the filter.
+        ("GET", "/service/token?service=harbor-registry&sc%6Fpe=repository:secret/app:pull", "m", Refuse(400, "UNSUPPORTED")),
+        ("GET", "/v2/library/alpine/manifests/1?n%73=quay.io", "m", Refuse(400, "UNSUPPORTED")),
         // What stays allowed: Harbor's API with its double-encoded names, the UI, uploads.
         ("GET", "/api/v2.0/projects/p/repositories/a%252Fb/artifacts", "m", Pass),
         ("GET", "/harbor/projects?x=%2e%2e/a//b", "m", Pass),
