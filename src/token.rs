@@ -173,6 +173,8 @@ pub fn judge_answer(status: Option<u32>, body: &[u8], project: &str, robot: &str
         }
         Some(401) => unavailable(format!("harbor refused the mirror's robot credentials ({robot}); check auth.robot")),
         Some(403) => Err(Refusal::new(403, ErrorCode::Denied, format!("harbor's token service denied robot {robot} (403)"))),
+        // Envoy answers the call itself with 503 when it cannot connect.
+        Some(503) => unavailable(format!("harbor's token service answered 503, or cluster {cluster:?} could not reach it")),
         Some(status) => unavailable(format!("harbor's token service answered {status}")),
     }
 }

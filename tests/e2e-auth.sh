@@ -81,6 +81,9 @@ held = []
 while True:
     held.append(s.accept()[0])' "$BLACKHOLE_PORT"
 start_mirror hanging "$(plugin_config dockerhub-private '{"robot": {"username": "robot$mirror", "password": "mirror-secret"}, "cluster": "harbor", "authority": "harbor", "timeout_ms": 1000}')" "http://127.0.0.1:$BLACKHOLE_PORT"
+# Harbor down: nothing listens on the token cluster's port.
+TOKEN_DOWN_PORT=$(free_port)
+start_mirror tokendown "$(plugin_config dockerhub-private "$MANAGED_AUTH")" "http://127.0.0.1:$TOKEN_DOWN_PORT"
 
 # --- assertions on the token service's log ----------------------------------------------------
 
@@ -274,10 +277,11 @@ case_managed_failures_are_answered() {
   expect_oci_error "$MIRROR_denied" /v2/library/alpine/manifests/3.19 403 DENIED "no pull on project quay-private"
   expect_oci_error "$MIRROR_badrobot" /v2/library/alpine/manifests/3.19 503 UNAVAILABLE "refused the mirror's robot credentials (robot\$mirror)"
   expect_oci_error "$MIRROR_hanging" /v2/library/alpine/manifests/3.19 503 UNAVAILABLE "did not answer" 5
+  expect_oci_error "$MIRROR_tokendown" /v2/library/alpine/manifests/3.19 503 UNAVAILABLE "could not reach it" 2
   # The ping is the filter's own answer in managed mode.
   expect_eq "managed ping" "$(curl -s -w ' %{http_code}' "http://$MIRROR_managed/v2/")" "{} 200"
   local log
-  for log in "$ENVOY_LOG_managed" "$ENVOY_LOG_denied" "$ENVOY_LOG_badrobot" "$ENVOY_LOG_hanging"; do
+  for log in "$ENVOY_LOG_managed" "$ENVOY_LOG_denied" "$ENVOY_LOG_badrobot" "$ENVOY_LOG_hanging" "$ENVOY_LOG_tokendown"; do
     if grep -q 'mirror-secret\|wrong"\|cm9ib3QkbWlycm9y' "$log"; then echo "FAIL: a secret is in $log"; return 1; fi
   done
   echo "ok: no robot password or Basic value in any Envoy log"

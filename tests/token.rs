@@ -187,6 +187,7 @@ fn managed_token_answers_become_grants_or_refusals() {
         (Some(401), b"", Err((503, "UNAVAILABLE", "refused the mirror's robot credentials (robot$mirror)"))),
         (Some(403), b"", Err((403, "DENIED", "denied robot robot$mirror"))),
         (Some(502), b"", Err((503, "UNAVAILABLE", "answered 502"))),
+        (Some(503), b"upstream connect error", Err((503, "UNAVAILABLE", "answered 503, or cluster \"harbor\" could not reach it"))),
     ];
     for (status, body, expected) in rows {
         let got = harbor_mirror::token::judge_answer(*status, body, "dockerhub-private", "robot$mirror", "harbor");
