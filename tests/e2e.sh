@@ -5,9 +5,11 @@
 # the registry received. Everything runs as processes on 127.0.0.1 on free ports; only the
 # processes started here are stopped, also when a case fails.
 #
-# Needs ENVOY, PYTHON (with PyYAML) and WASM in the environment; ./build.sh test sets them.
+# Needs ENVOY, PYTHON (with PyYAML and h2), WASM and FAULT_WASM (the fault-injection build) in the
+# environment; ./build.sh test sets them.
 set -uo pipefail
-: "${ENVOY:?path of the envoy binary}" "${PYTHON:?python with PyYAML}" "${WASM:?path of harbor_mirror.wasm}"
+: "${ENVOY:?path of the envoy binary}" "${PYTHON:?python with PyYAML and h2}" "${WASM:?path of harbor_mirror.wasm}"
+: "${FAULT_WASM:?path of the fault-injection build of harbor_mirror.wasm}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=tests/lib.sh
 . "$ROOT/tests/lib.sh"
@@ -337,6 +339,10 @@ run_case case_bad_configurations_stop_envoy
 # The token-auth matrix: the same clients against a Harbor-semantics token service.
 # shellcheck source=tests/e2e-auth.sh
 . "$ROOT/tests/e2e-auth.sh"
+
+# Hostile requests, Harbor down or hanging, a configuration change under load, a crashed VM.
+# shellcheck source=tests/e2e-hardening.sh
+. "$ROOT/tests/e2e-hardening.sh"
 
 echo
 [ $FAILED -eq 0 ] || echo "failed: ${FAILED_CASES[*]}"

@@ -245,6 +245,11 @@ impl RequestHeaders {
 
 impl MirrorRequest {
     fn handle_request(&mut self, shared: &Shared) -> Result<Action, HostError> {
+        #[cfg(feature = "fault-injection")]
+        if header(MapType::HttpRequestHeaders, "x-harbor-mirror-fault")? == b"abort" {
+            log(LogLevel::Warn, "fault injection: aborting the VM");
+            std::process::abort();
+        }
         let headers = RequestHeaders::read()?;
         let Some(request) = headers.request() else {
             let refusal = Refusal::new(400, ErrorCode::NameInvalid, "request path, method or authority is not valid UTF-8".to_owned());
