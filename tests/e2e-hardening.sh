@@ -8,15 +8,15 @@
 
 mkdir -p "$WORK/hardening"
 
-# start_front NAME UPSTREAM WASM [RENDER ARGS...]: an Envoy from the shipped configuration with
-# the e2e plugin configuration; sets FRONT_<NAME>, ADMIN_<NAME>, ENVOY_LOG_<NAME>, PID_<NAME>.
+# start_front NAME UPSTREAM WASM [RENDER ARGS...]: an Envoy (FRONT_WORKERS workers, default 2)
+# from the shipped configuration with the e2e plugin configuration; sets FRONT_<NAME>, ADMIN_<NAME>, ENVOY_LOG_<NAME>, PID_<NAME>.
 start_front() {
   local name=$1 upstream=$2 wasm=$3; shift 3
   local port admin; port=$(free_port) admin=$(free_port)
   "$PYTHON" "$ROOT/envoy/render.py" "$ROOT/envoy/harbor-mirror.yaml" --listen "127.0.0.1:$port" --admin-port "$admin" \
     --upstream "$upstream" --wasm "$wasm" --plugin-config "$ROOT/tests/e2e-plugin-config.json" "$@" \
     >"$WORK/hardening/$name.yaml"
-  start_envoy "$WORK/hardening/$name.yaml" "$WORK/hardening/envoy-$name.log" "$admin" --concurrency 2 \
+  start_envoy "$WORK/hardening/$name.yaml" "$WORK/hardening/envoy-$name.log" "$admin" --concurrency "${FRONT_WORKERS:-2}" \
     --log-level info --component-log-level wasm:debug || { cat "$WORK/hardening/envoy-$name.log"; exit 1; }
   printf -v "FRONT_$name" '%s' "127.0.0.1:$port"
   printf -v "ADMIN_$name" '%s' "$admin"
@@ -27,7 +27,8 @@ start_front() {
 DOWN_PORT=$(free_port) # nothing listens there
 start_front down "http://127.0.0.1:$DOWN_PORT" "$WASM"
 start_front hanging "http://127.0.0.1:$BLACKHOLE_PORT" "$WASM"
-start_front crashing "http://$REGISTRY" "$FAULT_WASM"
+# One worker: the requests after the crash meet the crashed VM, not a healthy sibling.
+FRONT_WORKERS=1 start_front crashing "http://$REGISTRY" "$FAULT_WASM"
 LDS_FILE=$WORK/hardening/lds/listeners.yaml
 mkdir -p "$(dirname "$LDS_FILE")"
 start_front reloaded "http://$REGISTRY" "$WASM" --lds "$LDS_FILE"
