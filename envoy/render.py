@@ -2,8 +2,9 @@
 """Fill in an Envoy configuration from envoy/ for one run.
 
 Sets the listener address, the admin port, the `harbor` cluster's upstream (TLS with SNI for
-https, plain for http), the filter's .wasm path and, optionally, its plugin configuration (the
-file's text is passed through as it is, so a broken one reaches the filter). Prints YAML.
+https, plain for http), the filter's .wasm path, optionally its plugin configuration (the
+file's text is passed through as it is, so a broken one reaches the filter) and, for a listener
+that terminates TLS (envoy/front-proxy.yaml), the certificate and key files. Prints YAML.
 
 With --lds FILE the listeners go to FILE, a filesystem LDS resource the bootstrap watches: a new
 plugin configuration is applied by rendering again and renaming the new FILE over the old one,
@@ -26,6 +27,21 @@ def wasm_plugins(config):
                 for http_filter in network_filter["typed_config"].get("http_filters", []):
                     if http_filter["name"] == WASM_FILTER:
                         yield http_filter["typed_config"]["config"]
+
+
+def set_certificate(config, cert, key):
+    """Points every TLS-terminating listener at CERT and KEY."""
+    found = False
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            tls = chain.get("transport_socket", {}).get("typed_config", {})
+            if tls.get("@type", "").endswith("DownstreamTlsContext"):
+                tls["common_tls_context"]["tls_certificates"] = [
+                    {"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}
+                ]
+                found = True
+    if not found:
+        sys.exit("render.py: --tls-cert/--tls-key given, but no listener terminates TLS")
 
 
 def set_upstream(config, url):
@@ -56,6 +72,8 @@ def main():
     parser.add_argument("--upstream", help="Harbor (or registry) URL, http(s)://host[:port]")
     parser.add_argument("--wasm", help="path of harbor_mirror.wasm")
     parser.add_argument("--plugin-config", help="file holding the filter's JSON configuration")
+    parser.add_argument("--tls-cert", help="certificate chain (PEM) of a TLS-terminating listener")
+    parser.add_argument("--tls-key", help="its private key (PEM)")
     parser.add_argument("--lds", help="write the listeners to this file and watch it (dynamic LDS)")
     args = parser.parse_args()
 
@@ -69,6 +87,10 @@ def main():
         config["admin"]["address"]["socket_address"]["port_value"] = args.admin_port
     if args.upstream:
         set_upstream(config, args.upstream)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        sys.exit("render.py: --tls-cert and --tls-key go together")
+    if args.tls_cert:
+        set_certificate(config, os.path.abspath(args.tls_cert), os.path.abspath(args.tls_key))
     plugin_config = None
     if args.plugin_config:
         with open(args.plugin_config) as f:

@@ -116,7 +116,7 @@ docker_mirrors_include() { grep -qF "$1" < <(docker_cli info --format '{{json .R
 # pull_docker MIRROR [USER:PASSWORD]: reloads dockerd with MIRROR as its registry mirror, pulls
 # alpine:3.19 (with the credentials docker would hold for Docker Hub) and prints its digest.
 pull_docker() {
-  daemon_json "http://$1" >"$WORK/docker/daemon.json"
+  client_config docker "http://$1" >"$WORK/docker/daemon.json"
   kill -HUP "$DOCKERD_PID"
   wait_for 20 "dockerd to reload its mirror" docker_mirrors_include "$1"
   docker_cli rmi -f alpine:3.19 >/dev/null 2>&1 || true
@@ -130,7 +130,7 @@ pull_docker() {
 
 pull_ctr() { # pull_ctr MIRROR [USER:PASSWORD]
   local hosts=$WORK/hosts-auth-$1 namespace=auth-$RANDOM
-  write_hosts_toml "$hosts" docker.io "http://$1" https://registry-1.docker.io
+  write_hosts_toml "$hosts" docker.io containerd "http://$1"
   local user=(); [ -z "${2:-}" ] || user=(--user "$2")
   ctr_pull "$hosts" "$namespace" docker.io/library/alpine:3.19 "${user[@]}" >&2 || return 1
   ctr_digest "$namespace" docker.io/library/alpine:3.19
@@ -145,7 +145,7 @@ authfile_for() { # authfile_for MIRROR [USER:PASSWORD]: prints --authfile FILE, 
 }
 
 pull_podman() { # pull_podman MIRROR [USER:PASSWORD]
-  registries_conf "$1" >"$WORK/registries-$1.conf"
+  client_config containers "http://$1" >"$WORK/registries-$1.conf"
   local authfile; mapfile -t authfile < <(authfile_for "$@")
   local REGISTRIES_CONF=$WORK/registries-$1.conf
   podman_cli rmi -f docker.io/library/alpine:3.19 >/dev/null 2>&1 || true
@@ -154,7 +154,7 @@ pull_podman() { # pull_podman MIRROR [USER:PASSWORD]
 }
 
 pull_skopeo() { # pull_skopeo MIRROR [USER:PASSWORD]
-  registries_conf "$1" >"$WORK/registries-$1.conf"
+  client_config containers "http://$1" >"$WORK/registries-$1.conf"
   local authfile; mapfile -t authfile < <(authfile_for "$@")
   local manifest; manifest=$(timeout 120 skopeo --registries-conf "$WORK/registries-$1.conf" inspect --raw \
     "${authfile[@]}" docker://docker.io/library/alpine:3.19) || return 1

@@ -9,11 +9,12 @@
 mkdir -p "$WORK/hardening"
 
 # start_front NAME UPSTREAM WASM [RENDER ARGS...]: an Envoy (FRONT_WORKERS workers, default 2)
-# from the shipped configuration with the e2e plugin configuration; sets FRONT_<NAME>, ADMIN_<NAME>, ENVOY_LOG_<NAME>, PID_<NAME>.
+# from a shipped configuration (FRONT_CONFIG, default harbor-mirror.yaml) with the e2e plugin
+# configuration; sets FRONT_<NAME>, ADMIN_<NAME>, ENVOY_LOG_<NAME>, PID_<NAME>.
 start_front() {
   local name=$1 upstream=$2 wasm=$3; shift 3
   local port admin; port=$(free_port) admin=$(free_port)
-  "$PYTHON" "$ROOT/envoy/render.py" "$ROOT/envoy/harbor-mirror.yaml" --listen "127.0.0.1:$port" --admin-port "$admin" \
+  "$PYTHON" "$ROOT/envoy/render.py" "$ROOT/envoy/${FRONT_CONFIG:-harbor-mirror.yaml}" --listen "127.0.0.1:$port" --admin-port "$admin" \
     --upstream "$upstream" --wasm "$wasm" --plugin-config "$ROOT/tests/e2e-plugin-config.json" "$@" \
     >"$WORK/hardening/$name.yaml"
   start_envoy "$WORK/hardening/$name.yaml" "$WORK/hardening/envoy-$name.log" "$admin" --concurrency "${FRONT_WORKERS:-2}" \
@@ -67,16 +68,13 @@ case_harbor_hanging_is_a_503_after_the_idle_timeout() {
 
 case_clients_fall_back_past_a_dead_mirror() {
   # containerd: the dead mirror first, the working one second.
-  mkdir -p "$WORK/hosts-fallback/docker.io"
-  { hosts_toml "http://$FRONT_down" https://registry-1.docker.io; echo; hosts_toml "http://$MIRROR"; } \
-    >"$WORK/hosts-fallback/docker.io/hosts.toml"
+  write_hosts_toml "$WORK/hosts-fallback" docker.io containerd "http://$FRONT_down" "http://$MIRROR"
   local started=$SECONDS
   ctr_pull "$WORK/hosts-fallback" fallback docker.io/library/alpine:3.19
   expect_eq "ctr digest past a dead mirror" "$(ctr_digest fallback docker.io/library/alpine:3.19)" "$ALPINE"
   echo "    pulled in $((SECONDS - started))s"
   # skopeo (containers/image): registries.conf with both mirrors.
-  { registries_conf "$FRONT_down"; printf '\n[[registry.mirror]]\nlocation = "%s"\ninsecure = true\n' "$MIRROR"; } \
-    >"$WORK/registries-fallback.conf"
+  client_config containers "http://$FRONT_down" "http://$MIRROR" >"$WORK/registries-fallback.conf"
   local digest
   digest=sha256:$(skopeo --registries-conf "$WORK/registries-fallback.conf" inspect --raw docker://docker.io/library/alpine:3.19 | sha256sum | cut -d' ' -f1)
   expect_eq "skopeo digest past a dead mirror" "$digest" "$ALPINE"
@@ -99,7 +97,7 @@ case_new_plugin_configuration_under_load_drops_no_request() {
   sleep 6
   # The new configuration adds registry.k8s.io; the listener file is replaced under the load.
   jq '.registries["registry.k8s.io"] = {"project": "k8s-proxy"}' "$ROOT/tests/e2e-plugin-config.json" >"$WORK/hardening/reloaded.json"
-  "$PYTHON" "$ROOT/envoy/render.py" "$ROOT/envoy/harbor-mirror.yaml" --listen "$FRONT_reloaded" --admin-port "$ADMIN_reloaded" \
+  "$PYTHON" "$ROOT/envoy/render.py" "$ROOT/envoy/${FRONT_CONFIG:-harbor-mirror.yaml}" --listen "$FRONT_reloaded" --admin-port "$ADMIN_reloaded" \
     --upstream "http://$REGISTRY" --wasm "$WASM" --plugin-config "$WORK/hardening/reloaded.json" --lds "$LDS_FILE" >/dev/null
   local after='rewrote: registry=registry.k8s.io by=ns rule=project path=/v2/k8s-proxy/pause/manifests/3.9'
   wait_for 20 "the new configuration" k8s_decision_is "$after" || true

@@ -5,11 +5,12 @@
 # the registry received. Everything runs as processes on 127.0.0.1 on free ports; only the
 # processes started here are stopped, also when a case fails.
 #
-# Needs ENVOY, PYTHON (with PyYAML and h2), WASM and FAULT_WASM (the fault-injection build) in the
+# Needs ENVOY, PYTHON (with PyYAML and h2), WASM, FAULT_WASM (the fault-injection build) and
+# HARBOR_MIRROR_CLI (the command-line tool, which writes each client's configuration) in the
 # environment; ./build.sh test sets them.
 set -uo pipefail
 : "${ENVOY:?path of the envoy binary}" "${PYTHON:?python with PyYAML and h2}" "${WASM:?path of harbor_mirror.wasm}"
-: "${FAULT_WASM:?path of the fault-injection build of harbor_mirror.wasm}"
+: "${FAULT_WASM:?path of the fault-injection build of harbor_mirror.wasm}" "${HARBOR_MIRROR_CLI:?path of harbor-mirror}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=tests/lib.sh
 . "$ROOT/tests/lib.sh"
@@ -59,7 +60,7 @@ echo "envoy with harbor_mirror.wasm on $MIRROR, registry on $REGISTRY"
 # dockerd, with the README's daemon.json.
 DOCKER_SOCK=$WORK/docker/docker.sock
 mkdir -p "$WORK/docker"
-daemon_json "http://$MIRROR" >"$WORK/docker/daemon.json"
+client_config docker "http://$MIRROR" >"$WORK/docker/daemon.json"
 start_bg "$WORK/docker/dockerd.log" dockerd --config-file "$WORK/docker/daemon.json" \
   --data-root "$WORK/docker/data" --exec-root "$WORK/docker/exec" --pidfile "$WORK/docker/docker.pid" \
   -H "unix://$DOCKER_SOCK" --iptables=false --ip-masq=false --bridge=none --storage-driver=vfs
@@ -89,13 +90,13 @@ ctr_pull() { # ctr_pull HOSTS_DIR NAMESPACE REF [PULL OPTIONS...]
 ctr_digest() { # ctr_digest NAMESPACE REF
   ctr -a "$CONTAINERD_SOCK" -n "$1" images ls "name==$2" | awk 'NR == 2 {print $3}'
 }
-write_hosts_toml() { # write_hosts_toml DIR REGISTRY MIRROR_URL [SERVER]
+write_hosts_toml() { # write_hosts_toml DIR REGISTRY RECIPE MIRROR_URL...
   mkdir -p "$1/$2"
-  hosts_toml "$3" "${4:-}" >"$1/$2/hosts.toml"
+  client_config "$3" "${@:4}" >"$1/$2/hosts.toml"
 }
 
 # podman and skopeo: registries.conf with the mirror.
-registries_conf "$MIRROR" >"$WORK/registries.conf"
+client_config containers "http://$MIRROR" >"$WORK/registries.conf"
 podman_cli() { # with REGISTRIES_CONF set, that registries.conf instead of the suite's
   CONTAINERS_REGISTRIES_CONF=${REGISTRIES_CONF:-$WORK/registries.conf} timeout 120 podman --root "$WORK/podman/root" \
     --runroot "$WORK/podman/run" --storage-driver vfs --cgroup-manager cgroupfs --events-backend file "$@"
@@ -173,7 +174,7 @@ case_docker_registry_mirror() {
 }
 
 case_containerd_docker_io_hosts_toml() {
-  write_hosts_toml "$WORK/hosts-docker" docker.io "http://$MIRROR" https://registry-1.docker.io
+  write_hosts_toml "$WORK/hosts-docker" docker.io containerd "http://$MIRROR"
   ctr_pull "$WORK/hosts-docker" docker-io docker.io/library/alpine:3.19
   expect_eq "ctr image digest" "$(ctr_digest docker-io docker.io/library/alpine:3.19)" "$ALPINE"
   registry_received 'GET|HEAD' /v2/dockerhub-proxy/library/alpine/manifests/3.19
@@ -181,7 +182,7 @@ case_containerd_docker_io_hosts_toml() {
 }
 
 case_containerd_default_hosts_toml_routes_by_ns() {
-  write_hosts_toml "$WORK/hosts-default" _default "http://$MIRROR"
+  write_hosts_toml "$WORK/hosts-default" _default containerd-default "http://$MIRROR"
   ctr_pull "$WORK/hosts-default" default quay.io/coreos/etcd:v3.5
   ctr_pull "$WORK/hosts-default" default ghcr.io/owner/tool:1.0
   expect_eq "quay.io image digest" "$(ctr_digest default quay.io/coreos/etcd:v3.5)" "$ETCD"
@@ -193,7 +194,7 @@ case_containerd_default_hosts_toml_routes_by_ns() {
 
 case_containerd_alias_mirror_url() {
   # containerd appends /v2 to the mirror URL's path: requests arrive as /quay.io/v2/...
-  write_hosts_toml "$WORK/hosts-alias" quay.io "http://$MIRROR/quay.io"
+  write_hosts_toml "$WORK/hosts-alias" quay.io containerd-default "http://$MIRROR/quay.io"
   ctr_pull "$WORK/hosts-alias" alias quay.io/coreos/etcd:v3.5
   expect_eq "ctr image digest" "$(ctr_digest alias quay.io/coreos/etcd:v3.5)" "$ETCD"
   registry_received 'GET|HEAD' /v2/quay-proxy/coreos/etcd/manifests/v3.5
@@ -296,7 +297,13 @@ case_bad_configurations_stop_envoy() {
       echo "ok: refused with: ${line#*wasm log harbor_mirror harbor_mirror: }"
     else
       echo "FAIL: no single log line naming '$expected' for $config:"; grep -i 'wasm\|error' "$WORK/bad-$i.log"; failed=1
+      continue
     fi
+    # `harbor-mirror check` says the same.
+    local checked; checked=$("$HARBOR_MIRROR_CLI" check "$WORK/bad-$i.json" 2>&1) &&
+      { echo "FAIL: harbor-mirror check accepted $config"; failed=1; continue; }
+    expect_eq "harbor-mirror check's error" "${checked#harbor-mirror: }" "invalid configuration: ${line#*invalid configuration: }" ||
+      failed=1
   done
   return $failed
 }
@@ -343,6 +350,10 @@ run_case case_bad_configurations_stop_envoy
 # Hostile requests, Harbor down or hanging, a configuration change under load, a crashed VM.
 # shellcheck source=tests/e2e-hardening.sh
 . "$ROOT/tests/e2e-hardening.sh"
+
+# The shipped TLS front proxy and sidecar, a k3s registries.yaml imported, the CLI's explain.
+# shellcheck source=tests/e2e-deploy.sh
+. "$ROOT/tests/e2e-deploy.sh"
 
 echo
 [ $FAILED -eq 0 ] || echo "failed: ${FAILED_CASES[*]}"

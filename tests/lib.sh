@@ -90,30 +90,18 @@ start_envoy() {
   wait_for 60 "envoy (log: $log)" curl -sf "http://127.0.0.1:$admin_port/ready"
 }
 
-# Client configuration for a mirror: build.sh up prints these, and the e2e suite runs them.
-daemon_json() { # MIRROR_URL
-  printf '{"registry-mirrors": ["%s"]}\n' "$1"
+# client_config RECIPE MIRROR_URL...: a client's configuration for these mirrors (tried in
+# order), as `harbor-mirror clients --only RECIPE` prints it: the README's recipes, which build.sh
+# up prints and the e2e suite runs. HARBOR_MIRROR_CLI is the built command-line tool.
+client_config() {
+  local recipe=$1; shift
+  "${HARBOR_MIRROR_CLI:?the harbor-mirror CLI}" clients --only "$recipe" "${@/#/--mirror=}"
 }
 
-hosts_toml() { # MIRROR_URL [SERVER]
-  [ -z "${2:-}" ] || printf 'server = "%s"\n\n' "$2"
-  printf '[host."%s"]\n  capabilities = ["pull", "resolve"]\n' "$1"
-}
-
-registries_conf() { # MIRROR_HOST:PORT
-  cat <<EOF
-unqualified-search-registries = ["docker.io"]
-
-[[registry]]
-prefix = "docker.io"
-location = "docker.io"
-
-[[registry.mirror]]
-location = "$1"
-insecure = true
-EOF
-}
-
-k3s_registries_yaml() { # MIRROR_URL
-  printf 'mirrors:\n  docker.io:\n    endpoint: ["%s"]\n' "$1"
+# make_test_cert DIR: a self-signed certificate for 127.0.0.1 and localhost, valid two days:
+# DIR/tls.crt (also the CA clients trust) and DIR/tls.key.
+make_test_cert() {
+  mkdir -p "$1"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=harbor-mirror-test \
+    -addext 'subjectAltName=IP:127.0.0.1,DNS:localhost' -keyout "$1/tls.key" -out "$1/tls.crt" 2>/dev/null
 }

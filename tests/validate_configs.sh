@@ -1,25 +1,76 @@
 #!/usr/bin/env bash
-# envoy --mode validate for every configuration shipped in envoy/, as shipped: it loads
+# envoy --mode validate for every configuration shipped in envoy/: each loads
 # dist/harbor_mirror.wasm (relative to the repository root) and runs the filter's on_configure.
-# With PYTHON (having PyYAML) also the two forms `./build.sh up` renders from
-# envoy/harbor-mirror.yaml: a plain-http upstream and an https one (HARBOR_URL).
+# Files are validated as shipped, except that a TLS-terminating listener (front-proxy.yaml) gets a
+# generated certificate in place of /etc/envoy/tls. Then the forms the suite and `./build.sh up`
+# render from them: each with a plain-http upstream, and the front proxies with an https one.
 set -euo pipefail
-ENVOY=${1:?usage: validate_configs.sh ENVOY [PYTHON]}
-PYTHON=${2:-}
+ENVOY=${1:?usage: validate_configs.sh ENVOY PYTHON}
+PYTHON=${2:?usage: validate_configs.sh ENVOY PYTHON (with PyYAML)}
 cd "$(dirname "$0")/.."
+. tests/lib.sh
 [ -f dist/harbor_mirror.wasm ] || { echo "dist/harbor_mirror.wasm is missing: run ./build.sh build" >&2; exit 1; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/harbor-mirror-validate.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-configs=(envoy/*.yaml)
-if [ -n "$PYTHON" ]; then
-  for upstream in http://127.0.0.1:5001 https://harbor.example.com; do
-    out=$work/up-${upstream%%:*}.yaml
-    "$PYTHON" envoy/render.py envoy/harbor-mirror.yaml --listen 127.0.0.1:5000 --admin-port 9901 \
-      --upstream "$upstream" --wasm "$PWD/dist/harbor_mirror.wasm" >"$out"
+make_test_cert "$work/tls"
+
+configs=()
+for shipped in envoy/*.yaml; do
+  name=$(basename "$shipped" .yaml)
+  tls=(); grep -q DownstreamTlsContext "$shipped" && tls=(--tls-cert "$work/tls/tls.crt" --tls-key "$work/tls/tls.key")
+  if [ ${#tls[@]} -eq 0 ]; then
+    configs+=("$shipped")
+  else
+    "$PYTHON" envoy/render.py "$shipped" "${tls[@]}" >"$work/$name.yaml"
+    configs+=("$work/$name.yaml")
+  fi
+  upstreams=(http://127.0.0.1:5001)
+  [ "$name" = sidecar ] || upstreams+=(https://harbor.example.com)
+  for upstream in "${upstreams[@]}"; do
+    out=$work/$name-${upstream%%:*}.yaml
+    "$PYTHON" envoy/render.py "$shipped" --listen 127.0.0.1:5000 --admin-port 9901 \
+      --upstream "$upstream" --wasm "$PWD/dist/harbor_mirror.wasm" "${tls[@]}" >"$out"
     configs+=("$out")
   done
-fi
+done
 passed=0 failed=0
+# What every shipped configuration promises (README, Deployment), read from the files themselves.
+if "$PYTHON" - envoy/*.yaml <<'PY'; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+import sys
+import yaml
+
+def typed(entries, suffix):
+    return [e["typed_config"] for e in entries if e.get("typed_config", {}).get("@type", "").endswith(suffix)]
+
+ok = True
+for path in sys.argv[1:]:
+    config = yaml.safe_load(open(path))
+    problems = []
+    if config["admin"]["address"]["socket_address"]["address"] != "127.0.0.1":
+        problems.append("admin is not on 127.0.0.1 only")
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for hcm in typed(chain["filters"], "HttpConnectionManager"):
+                if not hcm.get("access_log"):
+                    problems.append("no access log")
+                if not hcm.get("request_headers_timeout"):
+                    problems.append("no request_headers_timeout")
+                if not hcm.get("local_reply_config"):
+                    problems.append("no local_reply_config (OCI bodies for Envoy's 503s)")
+                for wasm in typed(hcm["http_filters"], ".wasm.v3.Wasm"):
+                    if wasm["config"].get("failure_policy") != "FAIL_RELOAD":
+                        problems.append("the wasm filter's failure_policy is not FAIL_RELOAD")
+            tls = chain.get("transport_socket", {}).get("typed_config", {})
+            if tls and "h2" not in tls["common_tls_context"].get("alpn_protocols", []):
+                problems.append("TLS without h2 in ALPN")
+    for cluster in config["static_resources"]["clusters"]:
+        if not cluster.get("connect_timeout"):
+            problems.append(f"cluster {cluster['name']} has no connect_timeout")
+    print(f"{'FAIL' if problems else 'ok'}: {path}: " + ("; ".join(problems) or
+          "admin on 127.0.0.1, access log, connect and request-headers timeouts, OCI local replies, FAIL_RELOAD"))
+    ok = ok and not problems
+sys.exit(0 if ok else 1)
+PY
 for config in "${configs[@]}"; do
   if log=$("$ENVOY" --mode validate -c "$config" --log-level warn 2>&1); then
     echo "ok: $config"; passed=$((passed + 1))
