@@ -5,10 +5,14 @@
 #                      command-line tool dist/harbor-mirror (check, explain, import-k3s, clients)
 #   ./build.sh up      Envoy + filter on 127.0.0.1:5000 in front of $HARBOR_URL, or of an
 #                      embedded local registry seeded with a small image
+#   ./build.sh image   the .wasm as an OCI image (one layer holding plugin.wasm) in the OCI
+#                      layout dist/image, tagged with the crate's version; pushed with skopeo to
+#                      $IMAGE (e.g. harbor.example.com/harbor-mirror/plugin:0.1.0) when set
 #   ./build.sh test    clippy, native tests, the same tests under wasm, each fuzz target for
 #                      20 s on the committed corpus, envoy --mode validate of every config in
-#                      envoy/, the end-to-end suite with real clients, hostile input, faults and
-#                      the deployment configs, and a 60 s soak
+#                      envoy/, the OCI image pushed to a local registry and pulled back, the
+#                      end-to-end suite with real clients, hostile input, faults and the
+#                      deployment configs, and a 60 s soak
 #   ./build.sh fuzz    every cargo-fuzz target for $FUZZ_SECONDS (default 300) each; new inputs
 #                      are kept, minimised, in fuzz/corpus/
 #   ./build.sh soak    $SOAK_SECONDS (default 600) of mixed client load at $SOAK_RATE req/s
@@ -94,6 +98,27 @@ cmd_build() {
   cargo build -q --release --bin harbor-mirror
   cp target/release/harbor-mirror "$CLI"
   say "dist/harbor-mirror: the command-line tool (check, explain, import-k3s, clients), $(stat -c %s "$CLI") bytes"
+}
+
+# --- image ----------------------------------------------------------------------------------
+
+cmd_image() {
+  cmd_build
+  install_apt skopeo
+  say "OCI image layout dist/image:$CRATE_VERSION (one layer holding plugin.wasm)"
+  # Dated by the last commit, so that the same checkout gives the same image.
+  local digest
+  digest=$(python3 envoy/wasm_image.py dist/image "$WASM" --tag "$CRATE_VERSION" --created "$(git log -1 --format=%cI)")
+  say "manifest digest $digest (the sha256 a WasmPlugin or EnvoyExtensionPolicy pins)"
+  if [ -n "${IMAGE:-}" ]; then
+    say "skopeo copy to docker://$IMAGE"
+    # SKOPEO_FLAGS: e.g. --dest-creds 'robot$ci:secret', or --dest-tls-verify=false.
+    # shellcheck disable=SC2086
+    skopeo copy ${SKOPEO_FLAGS:-} --digestfile dist/image.digest "oci:dist/image:$CRATE_VERSION" "docker://$IMAGE"
+    say "pushed $IMAGE@$(cat dist/image.digest)"
+  else
+    say "set IMAGE=host/project/plugin:$CRATE_VERSION to push it (and SKOPEO_FLAGS, e.g. --dest-creds)"
+  fi
 }
 
 # --- up -------------------------------------------------------------------------------------
@@ -227,6 +252,9 @@ cmd_test() {
   say "envoy --mode validate of every config in envoy/"
   install_apt openssl
   tests/validate_configs.sh "$ENVOY" "$PYTHON"
+  install_apt docker-registry skopeo curl jq
+  say "the OCI image: built twice (identical), pushed to a local registry, shapes checked, plugin.wasm pulled back"
+  tests/image.sh "$WASM"
   say "the fault-injection build (for the FAIL_RELOAD case only; never in dist/)"
   cargo build -q --release --target wasm32-wasip1 --lib --features fault-injection --target-dir target/fault-injection
   local fault_wasm=$ROOT/target/fault-injection/wasm32-wasip1/release/harbor_mirror.wasm
@@ -252,10 +280,11 @@ cmd_soak() {
 
 case ${1:-} in
   build) cmd_build ;;
+  image) cmd_image ;;
   up) cmd_up ;;
   test) cmd_test ;;
   fuzz) cmd_fuzz ;;
   soak) cmd_soak ;;
   bench) cmd_bench ;;
-  *) die "usage: ./build.sh build|up|test|fuzz|soak|bench" ;;
+  *) die "usage: ./build.sh build|up|image|test|fuzz|soak|bench" ;;
 esac
