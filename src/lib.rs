@@ -34,6 +34,7 @@ mod json;
 pub mod oci;
 pub mod path;
 pub mod query;
+pub mod scope;
 pub mod token;
 
 #[cfg(target_os = "wasi")]
@@ -41,3 +42,4 @@ mod filter;
 
 pub use config::{Config, ConfigError};
 pub use decide::{decide, Decision, Refusal, Request, Route, Rule, SelectedBy};
+pub use scope::ScopedConfig;

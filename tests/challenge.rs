@@ -3,7 +3,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use harbor_mirror::challenge::{parse, rewrite, RealmTarget};
+use harbor_mirror::challenge::{client_scheme, parse, rewrite, RealmTarget};
 
 /// A challenge as (scheme, [(name, value)], token68), for comparing.
 type Shape<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>);
@@ -102,5 +102,23 @@ fn realms_point_back_at_the_mirror_with_the_registry() {
     ];
     for (header, target, expected) in rows {
         assert_eq!(rewrite(header, target).as_deref(), *expected, "{header} for {target:?}");
+    }
+}
+
+#[test]
+fn the_realm_scheme_is_the_one_the_client_used() {
+    // (:scheme, X-Forwarded-Proto, realm scheme)
+    let cases: [(&[u8], &[u8], &str); 8] = [
+        (b"http", b"", "http"),
+        (b"https", b"", "https"),
+        (b"http", b"https", "https"),
+        (b"http", b"HTTPS, http", "https"),
+        (b"https", b"http", "http"),
+        (b"http", b"gopher", "http"),
+        (b"", b"", "http"),
+        (b"javascript", b"", "http"),
+    ];
+    for (scheme, forwarded_proto, expected) in cases {
+        assert_eq!(client_scheme(scheme, forwarded_proto), expected, "{scheme:?} {forwarded_proto:?}");
     }
 }

@@ -23,6 +23,9 @@ fn text(bytes: &[u8]) -> String {
 
 const CONFIG: &str = r#"{"registries": {"docker.io": {"project": "dockerhub-proxy"}}, "default_registry": "docker.io"}"#;
 
+/// What Higress hands the plugin for a `matchRules` entry on Harbor's domain.
+const HIGRESS: &str = r#"{"_rules_": [{"_match_domain_": ["harbor.example.com"], "registries": {"docker.io": {"project": "dockerhub-proxy"}}, "default_registry": "docker.io"}]}"#;
+
 #[test]
 fn each_command_answers_with_its_exit_status() {
     // (args, stdin, status, text in stdout, text in stderr)
@@ -40,6 +43,9 @@ fn each_command_answers_with_its_exit_status() {
             "",
         ),
         (&["explain", "-", "PUT /v2/nginx/manifests/1"], CONFIG, 0, "decision: refuse, 405 UNSUPPORTED", ""),
+        (&["check", "-"], HIGRESS, 0, "-: ok for harbor.example.com, 1 registry (docker.io), default docker.io", ""),
+        (&["explain", "-", "GET /v2/nginx/manifests/1", "--host", "harbor.example.com:443"], HIGRESS, 0, "path:     /v2/dockerhub-proxy/library/nginx/manifests/1", ""),
+        (&["explain", "-", "GET /v2/nginx/manifests/1", "--host", "grafana.example.com"], HIGRESS, 0, "decision: not this plugin's", ""),
         (&["explain", "-", "/v2/"], CONFIG, 2, "", "expected 'METHOD PATH'"),
         (&["import-k3s", "-"], "mirrors:\n  quay.io:\n    rewrite:\n      \"(.*)\": \"quay-proxy/$1\"\n", 0, "\"quay.io\": {\"project\": \"quay-proxy\"}", "no docker.io mirror"),
         (&["import-k3s", "-"], "mirrors: {\n", 1, "", "line 1: "),

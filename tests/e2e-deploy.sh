@@ -3,8 +3,10 @@
 #   envoy/front-proxy.yaml terminating TLS, with HTTP/2, for curl, containerd and skopeo;
 #   envoy/sidecar.yaml in front of a registry on loopback, keeping the https scheme clients used;
 #   a k3s registries.yaml converted by `harbor-mirror import-k3s`, then pulled through with ctr;
+#   the document Higress makes of envoy/higress/wasmplugin.yaml: the filter for its domain only;
 #   `harbor-mirror explain` agreeing with the filter's own account of each request.
-# Needs HARBOR_MIRROR_CLI (the built command-line tool) besides what e2e.sh needs.
+# Needs HARBOR_MIRROR_CLI (the built command-line tool) besides what e2e.sh needs, and PYTHON
+# with tests/requirements-k8s.txt (tests/validate_k8s.py builds Higress's document).
 
 mkdir -p "$WORK/deploy"
 make_test_cert "$WORK/deploy/tls"
@@ -16,6 +18,17 @@ FRONT_CONFIG=sidecar.yaml start_front sidecar_auth "http://$AUTH" "$WASM"
 "$HARBOR_MIRROR_CLI" import-k3s "$ROOT/tests/k3s-registries.yaml" >"$WORK/deploy/k3s.json" 2>"$WORK/deploy/k3s.notes" ||
   { cat "$WORK/deploy/k3s.notes"; exit 1; }
 start_front k3s "http://$REGISTRY" "$WASM" --plugin-config "$WORK/deploy/k3s.json"
+# What Higress hands the plugin for the shipped resource, with this front's host as the domain.
+"$PYTHON" - "$ROOT/envoy/higress/wasmplugin.yaml" "$ROOT/tests" >"$WORK/deploy/higress.json" <<'PY'
+import json, sys, yaml
+sys.path.insert(0, sys.argv[2])
+from validate_k8s import higress_envelope
+envelope = higress_envelope(yaml.safe_load(open(sys.argv[1]))["spec"])
+for rule in envelope["_rules_"]:
+    rule["_match_domain_"] = ["127.0.0.1"]
+json.dump(envelope, sys.stdout)
+PY
+start_front higress "http://$REGISTRY" "$WASM" --plugin-config "$WORK/deploy/higress.json"
 
 # --- cases ------------------------------------------------------------------------------------
 
@@ -40,8 +53,11 @@ case_front_proxy_terminates_tls_with_http2() {
   expect_eq "skopeo digest over TLS" "$digest" "$ALPINE"
   registry_received 'GET|HEAD' /v2/dockerhub-proxy/library/alpine/manifests/3.19
   registry_received_only_under dockerhub-proxy
-  # The access log names each request's protocol (it is flushed about once a second).
-  sleep 1.5
+  # The access log names each request's protocol (Envoy flushes it every few seconds).
+  local waited=0
+  until [ "$(grep -c 'alpine/manifests/3.19 HTTP/' "$ENVOY_LOG_tls")" -ge 3 ] || [ $waited -ge 40 ]; do
+    sleep 0.5; waited=$((waited + 1))
+  done
   grep -q '"GET /v2/dockerhub-proxy/library/alpine/manifests/3.19 HTTP/2"' "$ENVOY_LOG_tls" ||
     { echo "FAIL: no HTTP/2 request in the access log"; return 1; }
   echo "ok: access log protocols: $(grep -o 'HTTP/[0-9.]*"' "$ENVOY_LOG_tls" | sort | uniq -c | tr -s ' \n' ' ')"
@@ -98,7 +114,24 @@ case_cli_explain_agrees_with_the_filter() {
   return $failed
 }
 
+case_higress_rules_keep_the_filter_to_harbors_domain() {
+  cat "$WORK/deploy/higress.json"; echo
+  grep -o 'configured [0-9]* registries for 127.0.0.1 in' "$ENVOY_LOG_higress" | head -n 1
+  # Harbor's domain: rewritten.
+  local digest
+  digest=sha256:$(skopeo inspect --tls-verify=false --raw "docker://$FRONT_higress/library/alpine:3.19" | sha256sum | cut -d' ' -f1)
+  expect_eq "digest on Harbor's domain" "$digest" "$ALPINE"
+  registry_received 'GET|HEAD' /v2/dockerhub-proxy/library/alpine/manifests/3.19
+  # Another domain on the same gateway: not the filter's, the path reaches the upstream as sent.
+  digest=sha256:$(curl -s -H 'Host: grafana.example.com' -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://$FRONT_higress/v2/library/alpine/manifests/3.19" | sha256sum | cut -d' ' -f1)
+  [ "$digest" != "$ALPINE" ] || { echo "FAIL: the other domain's request was rewritten"; return 1; }
+  registry_received 'GET' /v2/library/alpine/manifests/3.19
+  echo "ok: grafana.example.com got the unprefixed decoy ($digest)"
+}
+
 run_case case_front_proxy_terminates_tls_with_http2
 run_case case_sidecar_keeps_the_scheme_clients_used
 run_case case_k3s_registries_yaml_imported_and_pulled
+run_case case_higress_rules_keep_the_filter_to_harbors_domain
 run_case case_cli_explain_agrees_with_the_filter

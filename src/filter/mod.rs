@@ -20,6 +20,7 @@ use crate::challenge::{self, RealmTarget};
 use crate::config::Managed;
 use crate::decide::{decide, Decision, Refusal, Request, Route};
 use crate::oci::{self, ErrorCode};
+use crate::scope::{ScopedConfig, Selector};
 use crate::Config;
 use fetches::{Fetches, TokenFor};
 use host::{debug_enabled, header, header_map, host, log, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
@@ -27,8 +28,32 @@ use metrics::Metrics;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
-    proxy_wasm::set_root_context(|context_id| Box::new(MirrorRoot { id: context_id, shared: None }));
+    proxy_wasm::set_root_context(|context_id| Box::new(MirrorRoot { id: context_id, plugin: None }));
 }}
+
+/// The configured plugin: one [`Shared`] per configuration (one, or one per Higress domain rule
+/// and the global one), and which request gets which.
+struct Plugin {
+    scopes: Vec<Rc<Shared>>,
+    selector: Selector,
+}
+
+impl Plugin {
+    /// The configuration for a request to `authority`, or `None` when the request is not the
+    /// plugin's (a Higress rule set without a global configuration, and no rule for its host).
+    fn select(&self, authority: &[u8]) -> Option<&Rc<Shared>> {
+        let index = match std::str::from_utf8(authority) {
+            Ok(authority) => self.selector.select(authority),
+            Err(_) => self.selector.select(""),
+        };
+        self.scopes.get(index?)
+    }
+
+    /// The metrics that track the VM's memory: one set per VM, whatever the scopes.
+    fn memory(&self) -> Option<&Metrics> {
+        self.scopes.first().map(|shared| &shared.metrics)
+    }
+}
 
 /// What every request context of a configured plugin shares.
 struct Shared {
@@ -49,19 +74,20 @@ impl Shared {
 
 struct MirrorRoot {
     id: u32,
-    shared: Option<Rc<Shared>>,
+    plugin: Option<Rc<Plugin>>,
 }
 
 impl Context for MirrorRoot {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        if let Some(shared) = &self.shared {
+        // Each scope's fetches know their own calls.
+        for shared in self.plugin.iter().flat_map(|plugin| &plugin.scopes) {
             shared.token_answered(self.id, token_id, body_size);
         }
     }
 
     fn on_done(&mut self) -> bool {
-        if let Some(shared) = &self.shared {
-            shared.metrics.forget_memory();
+        if let Some(memory) = self.plugin.as_ref().and_then(|plugin| plugin.memory()) {
+            memory.forget_memory();
         }
         true
     }
@@ -77,47 +103,58 @@ impl RootContext for MirrorRoot {
             }
         };
         let started = hostcalls::get_current_time().ok();
-        let config = match Config::from_json(&json) {
-            Ok(config) => config,
+        let ScopedConfig { configs, selector } = match ScopedConfig::from_json(&json) {
+            Ok(scoped) => scoped,
             Err(e) => {
                 log(LogLevel::Error, &format!("invalid configuration: {e}"));
                 return false;
             }
         };
-        let metrics = match Metrics::define(&config) {
-            Ok(metrics) => metrics,
-            Err(e) => {
-                log(LogLevel::Error, &format!("cannot define metrics: {e}"));
-                return false;
-            }
-        };
-        let mode = match &config.auth.managed {
-            Some(managed) => {
+        let mut scopes = Vec::with_capacity(configs.len());
+        for config in configs {
+            let metrics = match Metrics::define(&config) {
+                Ok(metrics) => metrics,
+                Err(e) => {
+                    log(LogLevel::Error, &format!("cannot define metrics: {e}"));
+                    return false;
+                }
+            };
+            if config.auth.managed.is_some() {
                 self.set_tick_period(fetches::ORPHAN_TICK);
-                format!("managed auth as {} via cluster {:?}", managed.username, managed.cluster)
             }
-            None if config.auth.rewrite_tokens => "pass-through auth".to_owned(),
-            None => "token handling off".to_owned(),
-        };
+            scopes.push(Rc::new(Shared { config, metrics, fetches: Fetches::default() }));
+        }
         // Parse, compile and metric definitions; in whole microseconds (no float formatting in
         // the .wasm).
         let took = started.and_then(|t| hostcalls::get_current_time().ok()?.duration_since(t).ok()).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        log(LogLevel::Info, &format!("configured {} registries in {}.{:03} ms, {mode}", config.registries().len(), took / 1000, took % 1000));
-        metrics.track_memory();
-        self.shared = Some(Rc::new(Shared { config, metrics, fetches: Fetches::default() }));
+        for (index, shared) in scopes.iter().enumerate() {
+            let config = &shared.config;
+            let mode = match &config.auth.managed {
+                Some(managed) => format!("managed auth as {} via cluster {:?}", managed.username, managed.cluster),
+                None if config.auth.rewrite_tokens => "pass-through auth".to_owned(),
+                None => "token handling off".to_owned(),
+            };
+            let scope = selector.describe(index);
+            log(LogLevel::Info, &format!("configured {} registries{scope} in {}.{:03} ms, {mode}", config.registries().len(), took / 1000, took % 1000));
+        }
+        let plugin = Plugin { scopes, selector };
+        if let Some(memory) = plugin.memory() {
+            memory.track_memory();
+        }
+        self.plugin = Some(Rc::new(plugin));
         true
     }
 
     fn on_tick(&mut self) {
-        if let Some(shared) = &self.shared
-            && let Some(managed) = &shared.config.auth.managed
-        {
-            shared.fetches.retry_orphans(managed, &shared.metrics, self.id);
+        for shared in self.plugin.iter().flat_map(|plugin| &plugin.scopes) {
+            if let Some(managed) = &shared.config.auth.managed {
+                shared.fetches.retry_orphans(managed, &shared.metrics, self.id);
+            }
         }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(MirrorRequest { id: context_id, shared: self.shared.clone(), debug_header: None, forwarded: None }))
+        Some(Box::new(MirrorRequest { id: context_id, plugin: self.plugin.clone(), shared: None, debug_header: None, forwarded: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -128,6 +165,9 @@ impl RootContext for MirrorRoot {
 struct MirrorRequest {
     id: u32,
     /// `None` only if the plugin was never configured, in which case Envoy does not start.
+    plugin: Option<Rc<Plugin>>,
+    /// The configuration the request got, once its headers were read; `None` before, and for a
+    /// request that is not the plugin's.
     shared: Option<Rc<Shared>>,
     /// The `x-harbor-mirror` value to add to the response, when `debug_header` is on.
     debug_header: Option<String>,
@@ -151,8 +191,8 @@ struct Forwarded {
     original_path: Vec<u8>,
     /// The client's `:authority`: token requests must come back to it.
     authority: Vec<u8>,
-    /// The client's `:scheme`, for the realm.
-    scheme: Vec<u8>,
+    /// The scheme the client used, for the realm ([`challenge::client_scheme`]).
+    scheme: &'static str,
 }
 
 impl Context for MirrorRequest {
@@ -163,11 +203,13 @@ impl Context for MirrorRequest {
     }
 
     fn on_done(&mut self) -> bool {
-        if let Some(shared) = &self.shared {
-            if shared.config.auth.managed.is_some() {
-                shared.fetches.leave(self.id);
-            }
-            shared.metrics.track_memory();
+        if let Some(shared) = &self.shared
+            && shared.config.auth.managed.is_some()
+        {
+            shared.fetches.leave(self.id);
+        }
+        if let Some(memory) = self.plugin.as_ref().and_then(|plugin| plugin.memory()) {
+            memory.track_memory();
         }
         true
     }
@@ -175,10 +217,10 @@ impl Context for MirrorRequest {
 
 impl HttpContext for MirrorRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(shared) = self.shared.clone() else {
+        let Some(plugin) = self.plugin.clone() else {
             return Action::Continue;
         };
-        match self.handle_request(&shared) {
+        match self.handle_request(&plugin) {
             Ok(action) => action,
             Err(e) => {
                 log(LogLevel::Error, &e.to_string());
@@ -214,19 +256,22 @@ struct RequestHeaders {
     path: Vec<u8>,
     authority: Vec<u8>,
     scheme: Vec<u8>,
+    forwarded_proto: Vec<u8>,
 }
 
 impl RequestHeaders {
     /// All four in one host call: each call that returns data costs about as much as the
     /// whole header map does (BENCHMARKS.md, the profile).
     fn read() -> Result<Self, HostError> {
-        let mut headers = RequestHeaders { method: Vec::new(), path: Vec::new(), authority: Vec::new(), scheme: Vec::new() };
+        let mut headers =
+            RequestHeaders { method: Vec::new(), path: Vec::new(), authority: Vec::new(), scheme: Vec::new(), forwarded_proto: Vec::new() };
         for (name, value) in header_map(MapType::HttpRequestHeaders)? {
             let slot = match name.as_str() {
                 ":method" => &mut headers.method,
                 ":path" => &mut headers.path,
                 ":authority" => &mut headers.authority,
                 ":scheme" => &mut headers.scheme,
+                "x-forwarded-proto" => &mut headers.forwarded_proto,
                 _ => continue,
             };
             *slot = value;
@@ -244,13 +289,19 @@ impl RequestHeaders {
 }
 
 impl MirrorRequest {
-    fn handle_request(&mut self, shared: &Shared) -> Result<Action, HostError> {
+    fn handle_request(&mut self, plugin: &Plugin) -> Result<Action, HostError> {
         #[cfg(feature = "fault-injection")]
         if header(MapType::HttpRequestHeaders, "x-harbor-mirror-fault")? == b"abort" {
             log(LogLevel::Warn, "fault injection: aborting the VM");
             std::process::abort();
         }
         let headers = RequestHeaders::read()?;
+        let Some(shared) = plugin.select(&headers.authority) else {
+            log(LogLevel::Debug, "no _rules_ domain matches the request's host, and there is no global configuration: passed untouched");
+            return Ok(Action::Continue);
+        };
+        self.shared = Some(shared.clone());
+        let shared: &Shared = shared;
         let Some(request) = headers.request() else {
             let refusal = Refusal::new(400, ErrorCode::NameInvalid, "request path, method or authority is not valid UTF-8".to_owned());
             log(LogLevel::Debug, &refusal.message);
@@ -287,7 +338,8 @@ impl MirrorRequest {
             Route::Ping { registry } => (registry.map(|registry| registry.index), false),
             _ => (None, false),
         };
-        let RequestHeaders { path: original_path, authority, scheme, .. } = headers;
+        let scheme = challenge::client_scheme(&headers.scheme, &headers.forwarded_proto);
+        let RequestHeaders { path: original_path, authority, .. } = headers;
         self.forwarded = Some(Forwarded { registry, mapped, pull, path: new_path, original_path, authority, scheme });
         match authenticated {
             Authenticated::Continue => {
@@ -386,7 +438,7 @@ fn on_unauthorized(shared: &Shared, forwarded: &Forwarded) -> Result<(), HostErr
         }
         return set_header(MapType::HttpResponseHeaders, "www-authenticate", None);
     }
-    let (Ok(scheme), Ok(authority)) = (std::str::from_utf8(&forwarded.scheme), std::str::from_utf8(&forwarded.authority)) else {
+    let Ok(authority) = std::str::from_utf8(&forwarded.authority) else {
         return Ok(());
     };
     let bearer_scope = forwarded
@@ -395,7 +447,7 @@ fn on_unauthorized(shared: &Shared, forwarded: &Forwarded) -> Result<(), HostErr
         .flatten()
         .map(|repository| format!("repository:{repository}:{}", if forwarded.pull { "pull" } else { "pull,push" }));
     let target = RealmTarget {
-        scheme: if scheme.is_empty() { "http" } else { scheme },
+        scheme: forwarded.scheme,
         authority,
         ns: forwarded.registry.and_then(|index| config.registries().get(index)).map(|registry| registry.key.as_str()),
         bearer_scope: bearer_scope.as_deref(),

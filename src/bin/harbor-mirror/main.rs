@@ -19,7 +19,7 @@ mod yaml;
 use std::io::Read;
 use std::process::ExitCode;
 
-use harbor_mirror::Config;
+use harbor_mirror::{Config, ScopedConfig};
 
 use clients::{Mirror, Recipe};
 
@@ -62,15 +62,21 @@ fn run(args: &[String]) -> Result<(), Failure> {
     match command.as_str() {
         "check" => {
             let [file] = options.positional(1, "check CONFIG")?;
-            let config = load_config(file)?;
-            println!("{file}: ok, {}", summary(&config));
+            let scoped = load_config(file)?;
+            for (index, config) in scoped.configs.iter().enumerate() {
+                println!("{file}: ok{}, {}", scoped.selector.describe(index), summary(config));
+            }
             Ok(())
         }
         "explain" => {
             let [file, request] = options.positional(2, "explain CONFIG 'METHOD PATH'")?;
             let (method, path) = explain::parse_request_line(request).map_err(Failure::Usage)?;
-            let config = load_config(file)?;
-            print!("{}", explain::explain(&config, method, path, options.host.as_deref().unwrap_or("")));
+            let scoped = load_config(file)?;
+            let host = options.host.as_deref().unwrap_or("");
+            match scoped.selector.select(host) {
+                Some(index) => print!("{}", explain::explain(&scoped.configs[index], method, path, host)),
+                None => println!("request:  {method} {path}\nhost:     {host}\ndecision: not this plugin's: no _rules_ domain matches the host and there is no global configuration; forwarded untouched"),
+            }
             Ok(())
         }
         "import-k3s" => {
@@ -158,9 +164,10 @@ fn read(file: &str) -> Result<Vec<u8>, Failure> {
     std::fs::read(file).map_err(|e| Failure::Input(format!("{file}: {e}")))
 }
 
-/// The configuration as the filter's `on_configure` reads it, failing with its log line.
-fn load_config(file: &str) -> Result<Config, Failure> {
-    Config::from_json(&read(file)?).map_err(|e| Failure::Input(format!("invalid configuration: {e}")))
+/// The configuration as the filter's `on_configure` reads it (Higress's `_rules_` envelope
+/// included), failing with its log line.
+fn load_config(file: &str) -> Result<ScopedConfig, Failure> {
+    ScopedConfig::from_json(&read(file)?).map_err(|e| Failure::Input(format!("invalid configuration: {e}")))
 }
 
 fn summary(config: &Config) -> String {

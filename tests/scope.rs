@@ -1,0 +1,104 @@
+//! Higress's `_rules_` envelope: which configuration a request gets by its host, and the errors
+//! of a bad envelope. Runs natively and under wasm-bindgen-test.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use harbor_mirror::{decide, Request, ScopedConfig};
+
+/// What Higress sends for `matchRules` on two domains, with a global configuration.
+const SCOPED: &str = r#"{
+  "_rules_": [
+    {"_match_domain_": ["harbor.example.com", "*.harbor.example.com"],
+     "registries": {"docker.io": {"project": "dockerhub-proxy"}}, "default_registry": "docker.io"},
+    {"_match_domain_": ["quay-mirror.*"],
+     "registries": {"quay.io": {"project": "quay-proxy"}}, "default_registry": "quay.io"}
+  ],
+  "registries": {"ghcr.io": {"project": "ghcr-proxy"}}, "default_registry": "ghcr.io"
+}"#;
+
+/// The path a `GET /v2/x/y/manifests/1` to `authority` is forwarded with, or `None` when no
+/// configuration applies.
+fn routed(scoped: &ScopedConfig, authority: &str) -> Option<String> {
+    let index = scoped.selector.select(authority)?;
+    let request = Request { method: "GET", path: "/v2/x/y/manifests/1", authority };
+    Some(decide(&scoped.configs[index], &request).new_path().unwrap_or("unchanged").to_owned())
+}
+
+#[test]
+fn requests_get_the_configuration_of_the_first_rule_their_host_matches() {
+    let scoped = ScopedConfig::from_json(SCOPED.as_bytes()).expect("valid");
+    assert!(scoped.selector.by_host());
+    let cases = [
+        ("harbor.example.com", "/v2/dockerhub-proxy/x/y/manifests/1"),
+        ("HARBOR.example.com:443", "/v2/dockerhub-proxy/x/y/manifests/1"),
+        ("eu.harbor.example.com", "/v2/dockerhub-proxy/x/y/manifests/1"),
+        ("quay-mirror.example.org:5000", "/v2/quay-proxy/x/y/manifests/1"),
+        ("other.example.com", "/v2/ghcr-proxy/x/y/manifests/1"),
+        ("[::1]:5000", "/v2/ghcr-proxy/x/y/manifests/1"),
+    ];
+    for (authority, expected) in cases {
+        assert_eq!(routed(&scoped, authority).as_deref(), Some(expected), "{authority}");
+    }
+}
+
+#[test]
+fn without_a_global_configuration_other_hosts_are_not_the_plugins() {
+    let json = r#"{"_rules_": [{"_match_domain_": ["harbor.example.com"], "registries": {"docker.io": {"project": "p"}}, "default_registry": "docker.io"}]}"#;
+    let scoped = ScopedConfig::from_json(json.as_bytes()).expect("valid");
+    assert_eq!(routed(&scoped, "harbor.example.com").as_deref(), Some("/v2/p/x/y/manifests/1"));
+    assert_eq!(routed(&scoped, "grafana.example.com"), None);
+    assert_eq!(routed(&scoped, "harbor.example.com.evil.net"), None);
+}
+
+#[test]
+fn a_plain_configuration_applies_to_every_host() {
+    let json = r#"{"registries": {"docker.io": {"project": "p"}}, "default_registry": "docker.io"}"#;
+    let scoped = ScopedConfig::from_json(json.as_bytes()).expect("valid");
+    assert!(!scoped.selector.by_host());
+    assert_eq!(scoped.configs.len(), 1);
+    assert_eq!(routed(&scoped, "anything").as_deref(), Some("/v2/p/x/y/manifests/1"));
+}
+
+#[test]
+fn a_bad_envelope_is_refused_with_the_rule_and_field() {
+    let cases = [
+        (r#"{"_rules_": {}}"#, "_rules_: expected a list of rule objects"),
+        (r#"{"_rules_": []}"#, "_rules_: has no rules"),
+        (r#"{"_rules_": [{"registries": {"a": {}}}]}"#, "_rules_[0]: has no _match_domain_"),
+        (r#"{"_rules_": [{"_match_domain_": [], "registries": {"a": {}}}]}"#, "_rules_[0]._match_domain_: lists no domain"),
+        (r#"{"_rules_": [{"_match_domain_": ["*"], "registries": {"a": {}}}]}"#, "_rules_[0]._match_domain_[0]: a domain must not be empty"),
+        (r#"{"_rules_": [{"_match_domain_": "h", "registries": {"a": {}}}]}"#, "_rules_[0]._match_domain_: invalid type: string"),
+        (r#"{"_rules_": [{"_match_route_": ["r"], "registries": {"a": {}}}]}"#, "_rules_[0]._match_route_: only domain rules"),
+        (
+            r#"{"_rules_": [{"_match_domain_": ["h"], "registries": {"docker.io": {"projct": "p"}}}]}"#,
+            "_rules_[0].registries[\"docker.io\"]: unknown field `projct`",
+        ),
+        (r#"{"_rules_": [{"_match_domain_": ["h"]}]}"#, "_rules_[0].configuration: missing field `registries`"),
+        (
+            r#"{"_rules_": [{"_match_domain_": ["h"], "registries": {"a": {}}}], "default_registry": "b"}"#,
+            "configuration: missing field `registries`",
+        ),
+    ];
+    for (json, expected) in cases {
+        let err = ScopedConfig::from_json(json.as_bytes()).expect_err(json).to_string();
+        assert!(err.starts_with(expected), "{json}\n  got: {err}\n want: {expected}");
+    }
+}
+
+#[test]
+fn errors_of_a_plain_configuration_are_the_configurations_own() {
+    for json in ["not json", "[]", r#"{"registries": {}}"#, r#"{"a": 1, "a": 2}"#, ""] {
+        let scoped = ScopedConfig::from_json(json.as_bytes()).map(|_| ()).map_err(|e| e.to_string());
+        let plain = harbor_mirror::Config::from_json(json.as_bytes()).map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(scoped, plain, "{json}");
+    }
+}
+
+#[test]
+fn rule_keys_are_passed_on_as_written() {
+    // A key with a quote or a control character is an unknown field, named as written.
+    let json = r#"{"_rules_": [{"_match_domain_": ["h"], "registries": {"a": {}}, "x\"\u0001": 1}]}"#;
+    let err = ScopedConfig::from_json(json.as_bytes()).expect_err("unknown field").to_string();
+    assert!(err.starts_with("_rules_[0].configuration: unknown field `x\"\u{1}`"), "{err}");
+}
