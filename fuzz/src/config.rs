@@ -1,27 +1,46 @@
 //! What any configuration document must come to (the `config` target's invariants): an error
-//! that reads as one line naming the place of the mistake, or a configuration whose lookups
-//! agree with its registries and under which client requests decide as every decision must.
+//! that reads as one line naming the place of the mistake, or configurations (one, or Higress's
+//! per-domain ones) of which every host selects one that exists (or, scoped, none), whose
+//! lookups agree with their registries, and under which client requests decide as every decision
+//! must.
 
-use harbor_mirror::{decide, Config, ConfigError, Request};
+use harbor_mirror::{decide, Config, ConfigError, Request, ScopedConfig};
 
 use std::fmt;
 
 use crate::decision::{self, Clip};
 use crate::Describe;
 
-/// Checks `Config::from_json(document)`.
+/// Request hosts, for the choice among Higress's per-domain configurations.
+const AUTHORITIES: [&str; 7] = ["mirror.example.com:5000", "localhost:5000", "", "[::1]:443", "HARBOR.example.com", "a.b.c", ":"];
+
+/// Checks `ScopedConfig::from_json(document)`, as `on_configure` reads it: one configuration,
+/// or Higress's `_rules_` envelope of several.
 pub fn check(document: &[u8]) {
-    match Config::from_json(document) {
+    match ScopedConfig::from_json(document) {
         Err(error) => check_error(document, &error),
-        Ok(config) => {
-            check_lookups(&config);
-            let shapes = Shapes::of(&config);
-            for (method, path, authority) in shapes.requests() {
-                let request = Request { method, path: &path, authority };
-                let decision = decide(&config, &request);
-                decision::check("fuzzed", &config, &request, &decision);
+        Ok(scoped) => {
+            ensure!(!scoped.configs.is_empty(), "a scoped configuration without configurations");
+            for authority in AUTHORITIES {
+                match scoped.selector.select(authority) {
+                    Some(index) => ensure!(index < scoped.configs.len(), "host {authority:?} selects configuration {index} of {}", scoped.configs.len()),
+                    None => ensure!(scoped.selector.by_host(), "host {authority:?} selects nothing from an unscoped configuration"),
+                }
+            }
+            for config in &scoped.configs {
+                check_config(config);
             }
         }
+    }
+}
+
+fn check_config(config: &Config) {
+    check_lookups(config);
+    let shapes = Shapes::of(config);
+    for (method, path, authority) in shapes.requests() {
+        let request = Request { method, path: &path, authority };
+        let decision = decide(config, &request);
+        decision::check("fuzzed", config, &request, &decision);
     }
 }
 
@@ -32,7 +51,12 @@ fn check_error(document: &[u8], error: &ConfigError) {
     let ctx = Describe(|f: &mut fmt::Formatter<'_>| write!(f, "document {} gave {}", Clip(&String::from_utf8_lossy(document)), Clip(&text)));
     let breaks = ['\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}'];
     ensure!(!text.contains(breaks), "the error is not one line: {ctx}");
-    ensure!(error.at.starts_with(|c: char| c.is_ascii_lowercase()), "the error's place does not start with a lower-case name: {ctx}");
+    // A place inside Higress's envelope starts with its key, `_rules_[i]`.
+    let place = error.at.strip_prefix(harbor_mirror::scope::RULES_KEY).unwrap_or(&error.at);
+    ensure!(
+        place.is_empty() || place.starts_with(|c: char| c.is_ascii_lowercase() || c == '['),
+        "the error's place does not start with a lower-case name or _rules_: {ctx}"
+    );
     ensure!(!error.message.trim().is_empty(), "the error has no message: {ctx}");
     // The first word is lower case, unless it is an acronym (serde_json's `EOF while parsing`).
     let word: String = error.message.chars().take_while(|c| c.is_alphanumeric()).collect();
