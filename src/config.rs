@@ -156,7 +156,7 @@ static WIRE_REGISTRY: Struct = Struct {
     name: "struct WireRegistry",
     as_array: "struct WireRegistry with 6 elements",
     fields: &["project", "hosts", "aliases", "rewrite", "allow", "deny"],
-    types: &[Ty::Opt(&Ty::Str), Ty::List(&Ty::Str), Ty::List(&Ty::Str), Ty::Pairs(&Ty::Str), Ty::List(&Ty::Str), Ty::List(&Ty::Str)],
+    types: &[Ty::Opt(&Ty::Str), Ty::List(&Ty::Str), Ty::List(&Ty::Str), Ty::OrderedPairs(&Ty::Str), Ty::List(&Ty::Str), Ty::List(&Ty::Str)],
     required: 0,
     deny_unknown_fields: true,
 };
@@ -775,6 +775,52 @@ mod wire_tests {
         password: String,
     }
 
+    /// `Pairs`, or a list of one-entry objects read into the same pairs.
+    struct OrderedPairs<V>(Vec<(String, V)>);
+
+    impl<V> Default for OrderedPairs<V> {
+        fn default() -> Self {
+            OrderedPairs(Vec::new())
+        }
+    }
+
+    impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedPairs<V> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct OrderedVisitor<V>(PhantomData<V>);
+            impl<'de, V: Deserialize<'de>> Visitor<'de> for OrderedVisitor<V> {
+                type Value = OrderedPairs<V>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object or a list of one-entry objects")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedPairs<V>, A::Error> {
+                    let mut pairs: Vec<(String, V)> = Vec::new();
+                    while let Some((key, value)) = map.next_entry::<String, V>()? {
+                        if pairs.iter().any(|(seen, _)| *seen == key) {
+                            return Err(de::Error::custom(format!("duplicate key {key:?}")));
+                        }
+                        pairs.push((key, value));
+                    }
+                    Ok(OrderedPairs(pairs))
+                }
+                fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OrderedPairs<V>, A::Error> {
+                    let mut pairs: Vec<(String, V)> = Vec::new();
+                    while let Some(Pairs(mut one)) = seq.next_element::<Pairs<V>>()? {
+                        if one.len() != 1 {
+                            return Err(de::Error::invalid_length(one.len(), &"one entry"));
+                        }
+                        let (key, value) = one.remove(0);
+                        if pairs.iter().any(|(seen, _)| *seen == key) {
+                            return Err(de::Error::custom(format!("duplicate key {key:?}")));
+                        }
+                        pairs.push((key, value));
+                    }
+                    Ok(OrderedPairs(pairs))
+                }
+            }
+            deserializer.deserialize_any(OrderedVisitor(PhantomData))
+        }
+    }
+
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct WireRegistry {
@@ -785,7 +831,7 @@ mod wire_tests {
         #[serde(default)]
         aliases: Vec<String>,
         #[serde(default)]
-        rewrite: Pairs<String>,
+        rewrite: OrderedPairs<String>,
         #[serde(default)]
         allow: Vec<String>,
         #[serde(default)]
@@ -867,6 +913,10 @@ mod wire_tests {
         r#"["p", ["h"], [], {"a": "b"}]"#,
         r#"{"rewrite": {"a": "b", "a": "c"}}"#,
         r#"{"rewrite": ["a"]}"#,
+        r#"{"rewrite": [{"^z/(.*)$": "p/$1"}, {"^a/(.*)$": "q/$1"}]}"#,
+        r#"{"rewrite": [{"a": "b", "c": "d"}, {}]}"#,
+        r#"{"rewrite": [{"a": "b"}, {"a": "c"}]}"#,
+        r#"{"rewrite": [{"a": 1}, null, [], "x"]}"#,
         r#"{"hosts": {"a": 1}}"#,
         r#"{"hosts": [1, 2]}"#,
         r#"{"projct": "p"}"#,

@@ -32,6 +32,10 @@ pub(crate) enum Ty {
     /// A JSON object as `(key, value)` pairs in document order, as the configuration's own
     /// `Deserialize` read it: a repeated key is an error (`duplicate key "k"`).
     Pairs(&'static Ty),
+    /// The same pairs, also written as a list of one-entry objects (`[{"k": v}, ...]`), an order
+    /// that survives where objects get their keys sorted (Kubernetes, protobuf `Struct`): a
+    /// list entry of another size is `invalid length n, expected one entry`.
+    OrderedPairs(&'static Ty),
     /// `Box<serde_json::value::RawValue>`: any value, kept as its text.
     Raw,
     /// `serde::de::IgnoredAny`.
@@ -370,6 +374,24 @@ impl<'de> Visitor<'de> for Expect<'_, '_> {
                 }
                 Ok(Value::List(values))
             }
+            Ty::OrderedPairs(ty) => {
+                let mut pairs: Vec<(String, Value)> = Vec::new();
+                let entry = Ty::Pairs(ty);
+                let mut ordinal = 0;
+                while let Some(value) = self.child(ordinal, &entry, |seed| seq.next_element_seed(seed))? {
+                    ordinal += 1;
+                    let mut one = value.pairs();
+                    if one.len() != 1 {
+                        return Err(A::Error::invalid_length(one.len(), &"one entry"));
+                    }
+                    let (key, value) = one.remove(0);
+                    if pairs.iter().any(|(seen, _)| *seen == key) {
+                        return Err(A::Error::custom(format_args!("duplicate key {key:?}")));
+                    }
+                    pairs.push((key, value));
+                }
+                Ok(Value::Pairs(pairs))
+            }
             _ => Err(self.invalid_here("sequence")),
         }
     }
@@ -377,7 +399,7 @@ impl<'de> Visitor<'de> for Expect<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Value, A::Error> {
         match self.non_null() {
             Ty::Struct(shape) => self.read_struct_map(shape, map),
-            Ty::Pairs(ty) => {
+            Ty::Pairs(ty) | Ty::OrderedPairs(ty) => {
                 let mut pairs: Vec<(String, Value)> = Vec::new();
                 while let Some(key) = self.key(&mut map)? {
                     let value = self.child(pairs.len(), ty, |seed| map.next_value_seed(seed))?;
@@ -405,6 +427,7 @@ impl Display for Expected {
             Ty::Opt(_) => "option",
             Ty::List(_) => "a sequence",
             Ty::Pairs(_) => "an object",
+            Ty::OrderedPairs(_) => "an object or a list of one-entry objects",
             Ty::Raw | Ty::Ignored => "any valid JSON value",
             Ty::Struct(shape) => shape.name,
         })

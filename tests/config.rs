@@ -108,3 +108,24 @@ fn rewrite_rules_keep_document_order() {
     let sources: Vec<&str> = config.registries()[0].rewrite.iter().map(|r| r.pattern.source.as_str()).collect();
     assert_eq!(sources, ["^z/(.*)$", "^a/(.*)$", "^m$"]);
 }
+
+#[test]
+fn rewrite_rules_as_a_list_keep_their_order_where_keys_get_sorted() {
+    // Kubernetes and protobuf `Struct` sort object keys; a list of one-entry objects keeps order.
+    let config = Config::from_json(br#"{"registries": {"docker.io": {"rewrite": [{"^z/(.*)$": "p/$1"}, {"^a/(.*)$": "p/${1}"}, {"^m$": "p/m"}]}}}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sources: Vec<&str> = config.registries()[0].rewrite.iter().map(|r| r.pattern.source.as_str()).collect();
+    assert_eq!(sources, ["^z/(.*)$", "^a/(.*)$", "^m$"]);
+    let rows = [
+        (r#"{"registries": {"q": {"rewrite": [{"a": "p/a", "b": "p/b"}]}}}"#, r#"registries["q"]: invalid length 2, expected one entry"#),
+        (r#"{"registries": {"q": {"rewrite": [{}]}}}"#, r#"registries["q"]: invalid length 0, expected one entry"#),
+        (r#"{"registries": {"q": {"rewrite": [{"a": "p/a"}, {"a": "p/b"}]}}}"#, r#"registries["q"]: duplicate key "a""#),
+        (r#"{"registries": {"q": {"rewrite": ["a"]}}}"#, r#"registries["q"]: invalid type: string "a", expected an object"#),
+        (r#"{"registries": {"q": {"rewrite": "a"}}}"#, r#"registries["q"]: invalid type: string "a", expected an object or a list of one-entry objects"#),
+        (r#"{"registries": {"q": {"rewrite": [{"(": "x"}]}}}"#, r#"registries["q"].rewrite["("]: "#),
+    ];
+    for (json, expected) in rows {
+        let error = error_of(json);
+        assert!(error.starts_with(expected), "{json}\n  got: {error}\n want: {expected}");
+    }
+}
