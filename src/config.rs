@@ -775,50 +775,33 @@ mod wire_tests {
         password: String,
     }
 
-    /// `Pairs`, or a list of one-entry objects read into the same pairs.
-    struct OrderedPairs<V>(Vec<(String, V)>);
-
-    impl<V> Default for OrderedPairs<V> {
-        fn default() -> Self {
-            OrderedPairs(Vec::new())
-        }
-    }
-
-    impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedPairs<V> {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct OrderedVisitor<V>(PhantomData<V>);
-            impl<'de, V: Deserialize<'de>> Visitor<'de> for OrderedVisitor<V> {
-                type Value = OrderedPairs<V>;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("an object or a list of one-entry objects")
-                }
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedPairs<V>, A::Error> {
-                    let mut pairs: Vec<(String, V)> = Vec::new();
-                    while let Some((key, value)) = map.next_entry::<String, V>()? {
-                        if pairs.iter().any(|(seen, _)| *seen == key) {
-                            return Err(de::Error::custom(format!("duplicate key {key:?}")));
-                        }
-                        pairs.push((key, value));
-                    }
-                    Ok(OrderedPairs(pairs))
-                }
-                fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OrderedPairs<V>, A::Error> {
-                    let mut pairs: Vec<(String, V)> = Vec::new();
-                    while let Some(Pairs(mut one)) = seq.next_element::<Pairs<V>>()? {
-                        if one.len() != 1 {
-                            return Err(de::Error::invalid_length(one.len(), &"one entry"));
-                        }
-                        let (key, value) = one.remove(0);
-                        if pairs.iter().any(|(seen, _)| *seen == key) {
-                            return Err(de::Error::custom(format!("duplicate key {key:?}")));
-                        }
-                        pairs.push((key, value));
-                    }
-                    Ok(OrderedPairs(pairs))
-                }
+    /// `Pairs`, or a list of one-entry objects read into the same pairs (`rewrite`).
+    fn ordered_pairs<'de, D: Deserializer<'de>, V: Deserialize<'de>>(deserializer: D) -> Result<Pairs<V>, D::Error> {
+        struct OrderedVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for OrderedVisitor<V> {
+            type Value = Pairs<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object or a list of one-entry objects")
             }
-            deserializer.deserialize_any(OrderedVisitor(PhantomData))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Pairs<V>, A::Error> {
+                Pairs::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Pairs<V>, A::Error> {
+                let mut pairs: Vec<(String, V)> = Vec::new();
+                while let Some(Pairs(mut one)) = seq.next_element::<Pairs<V>>()? {
+                    if one.len() != 1 {
+                        return Err(de::Error::invalid_length(one.len(), &"one entry"));
+                    }
+                    let (key, value) = one.remove(0);
+                    if pairs.iter().any(|(seen, _)| *seen == key) {
+                        return Err(de::Error::custom(format!("duplicate key {key:?}")));
+                    }
+                    pairs.push((key, value));
+                }
+                Ok(Pairs(pairs))
+            }
         }
+        deserializer.deserialize_any(OrderedVisitor(PhantomData))
     }
 
     #[derive(Deserialize)]
@@ -830,8 +813,8 @@ mod wire_tests {
         hosts: Vec<String>,
         #[serde(default)]
         aliases: Vec<String>,
-        #[serde(default)]
-        rewrite: OrderedPairs<String>,
+        #[serde(default, deserialize_with = "ordered_pairs")]
+        rewrite: Pairs<String>,
         #[serde(default)]
         allow: Vec<String>,
         #[serde(default)]
