@@ -229,7 +229,8 @@ fn json(text: &str) -> String {
     serde_json::Value::String(text.to_owned()).to_string()
 }
 
-/// The configuration as JSON, rules in document order (the filter applies the first match).
+/// The configuration as JSON, rules in document order (the filter applies the first match),
+/// written as a list so that the order also survives a Kubernetes resource.
 fn render(registries: &[Registry], default_registry: Option<&str>, passthrough: &[String]) -> String {
     let mut out = String::from("{\n  \"registries\": {");
     for (i, registry) in registries.iter().enumerate() {
@@ -238,8 +239,9 @@ fn render(registries: &[Registry], default_registry: Option<&str>, passthrough: 
             fields.push(format!("\"project\": {}", json(project)));
         }
         if !registry.rewrite.is_empty() {
-            let rules: Vec<String> = registry.rewrite.iter().map(|(p, r)| format!("{}: {}", json(p), json(r))).collect();
-            fields.push(format!("\"rewrite\": {{{}}}", rules.join(", ")));
+            // A list of one-entry objects: its order survives a Kubernetes resource.
+            let rules: Vec<String> = registry.rewrite.iter().map(|(p, r)| format!("{{{}: {}}}", json(p), json(r))).collect();
+            fields.push(format!("\"rewrite\": [{}]", rules.join(", ")));
         }
         let comma = if i + 1 < registries.len() { "," } else { "" };
         let _ = write!(out, "\n    {}: {{{}}}{comma}", json(&registry.key), fields.join(", "));
@@ -292,7 +294,7 @@ configs:
             import.config_json,
             r#"{
   "registries": {
-    "docker.io": {"project": "dockerhub-proxy", "rewrite": {"^rancher/(.*)": "mirrored/rancher-images/$1"}},
+    "docker.io": {"project": "dockerhub-proxy", "rewrite": [{"^rancher/(.*)": "mirrored/rancher-images/$1"}]},
     "quay.io": {"project": "quay-proxy"},
     "registry.k8s.io": {}
   },
