@@ -377,18 +377,14 @@ impl<'de> Visitor<'de> for Expect<'_, '_> {
             Ty::OrderedPairs(ty) => {
                 let mut pairs: Vec<(String, Value)> = Vec::new();
                 let entry = Ty::Pairs(ty);
-                let mut ordinal = 0;
-                while let Some(value) = self.child(ordinal, &entry, |seed| seq.next_element_seed(seed))? {
-                    ordinal += 1;
+                // Each entry adds one pair or fails, so the entry's ordinal is the pair count.
+                while let Some(value) = self.child(pairs.len(), &entry, |seed| seq.next_element_seed(seed))? {
                     let mut one = value.pairs();
                     if one.len() != 1 {
                         return Err(A::Error::invalid_length(one.len(), &"one entry"));
                     }
                     let (key, value) = one.remove(0);
-                    if pairs.iter().any(|(seen, _)| *seen == key) {
-                        return Err(A::Error::custom(format_args!("duplicate key {key:?}")));
-                    }
-                    pairs.push((key, value));
+                    push_new_key(&mut pairs, key, value)?;
                 }
                 Ok(Value::Pairs(pairs))
             }
@@ -403,16 +399,22 @@ impl<'de> Visitor<'de> for Expect<'_, '_> {
                 let mut pairs: Vec<(String, Value)> = Vec::new();
                 while let Some(key) = self.key(&mut map)? {
                     let value = self.child(pairs.len(), ty, |seed| map.next_value_seed(seed))?;
-                    if pairs.iter().any(|(seen, _)| *seen == key) {
-                        return Err(A::Error::custom(format_args!("duplicate key {key:?}")));
-                    }
-                    pairs.push((key, value));
+                    push_new_key(&mut pairs, key, value)?;
                 }
                 Ok(Value::Pairs(pairs))
             }
             _ => Err(self.invalid_here("map")),
         }
     }
+}
+
+/// Appends a pair, or fails as the configuration's own `Deserialize` does on a repeated key.
+fn push_new_key<E: Error>(pairs: &mut Vec<(String, Value)>, key: String, value: Value) -> Result<(), E> {
+    if pairs.iter().any(|(seen, _)| *seen == key) {
+        return Err(E::custom(format_args!("duplicate key {key:?}")));
+    }
+    pairs.push((key, value));
+    Ok(())
 }
 
 /// What serde's visitor for a type says it expects.

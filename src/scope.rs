@@ -13,6 +13,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::json::{self, Ty};
+use crate::oci::push_json_escaped;
 
 /// The key of Higress's rule list.
 pub const RULES_KEY: &str = "_rules_";
@@ -184,20 +185,7 @@ fn object(fields: &[(String, String)]) -> String {
             out.push(',');
         }
         out.push('"');
-        for c in key.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                c if c < ' ' => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    let byte = c as u8;
-                    out.push_str("\\u00");
-                    out.push(char::from(HEX[usize::from(byte >> 4)]));
-                    out.push(char::from(HEX[usize::from(byte & 15)]));
-                }
-                c => out.push(c),
-            }
-        }
+        push_json_escaped(&mut out, key);
         out.push_str("\":");
         out.push_str(raw);
     }
