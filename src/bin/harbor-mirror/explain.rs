@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use harbor_mirror::{decide, Config, Decision, Request, Route, Rule};
+use harbor_mirror::{decide, Decision, Request, Route, Rule, ScopedConfig};
 
 /// Parses `METHOD PATH`, as an access log or a curl command shows a request.
 pub fn parse_request_line(line: &str) -> Result<(&str, &str), String> {
@@ -13,13 +13,21 @@ pub fn parse_request_line(line: &str) -> Result<(&str, &str), String> {
     }
 }
 
-/// The decision for `method path` sent to `host`, as `key: value` lines.
-pub fn explain(config: &Config, method: &str, path: &str, host: &str) -> String {
-    let decision = decide(config, &Request { method, path, authority: host });
+/// The decision for `method path` sent to `host`, as `key: value` lines: under the
+/// configuration the host selects (Higress's rules), or that none applies.
+pub fn explain(scoped: &ScopedConfig, method: &str, path: &str, host: &str) -> String {
     let mut out = String::new();
     let host_shown = if host.is_empty() { "(none; --host sets it)" } else { host };
     let _ = writeln!(out, "request:  {method} {path}");
     let _ = writeln!(out, "host:     {host_shown}");
+    let Some(config) = scoped.selector.select(host).map(|index| &scoped.configs[index]) else {
+        let _ = writeln!(
+            out,
+            "decision: not this plugin's: no _rules_ domain matches the host and there is no global configuration; forwarded untouched"
+        );
+        return out;
+    };
+    let decision = decide(config, &Request { method, path, authority: host });
     match &decision {
         Decision::Refuse(refusal) => {
             let _ = writeln!(out, "decision: refuse, {} {}", refusal.status, refusal.code.as_str());
@@ -104,7 +112,7 @@ mod tests {
 
     #[test]
     fn explains_each_kind_of_decision() {
-        let config = Config::from_json(CONFIG.as_bytes()).expect("config");
+        let scoped = ScopedConfig::from_json(CONFIG.as_bytes()).expect("config");
         let cases = [
             (
                 "GET /v2/library/nginx/manifests/latest?ns=docker.io",
@@ -129,7 +137,7 @@ mod tests {
         ];
         for (request, host, expected) in cases {
             let (method, path) = parse_request_line(request).expect(request);
-            let out = explain(&config, method, path, host);
+            let out = explain(&scoped, method, path, host);
             for line in expected {
                 assert!(out.contains(line), "{request}: wanted {line:?} in\n{out}");
             }

@@ -72,11 +72,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
             let [file, request] = options.positional(2, "explain CONFIG 'METHOD PATH'")?;
             let (method, path) = explain::parse_request_line(request).map_err(Failure::Usage)?;
             let scoped = load_config(file)?;
-            let host = options.host.as_deref().unwrap_or("");
-            match scoped.selector.select(host) {
-                Some(index) => print!("{}", explain::explain(&scoped.configs[index], method, path, host)),
-                None => println!("request:  {method} {path}\nhost:     {host}\ndecision: not this plugin's: no _rules_ domain matches the host and there is no global configuration; forwarded untouched"),
-            }
+            print!("{}", explain::explain(&scoped, method, path, options.host.as_deref().unwrap_or("")));
             Ok(())
         }
         "import-k3s" => {
