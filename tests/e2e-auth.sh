@@ -213,17 +213,17 @@ case_auth_off() {
 
 # The challenge seen by a client: Harbor's realm pointed back at the mirror, scope kept.
 case_auth_challenge_points_back_at_the_mirror() {
-  local challenge; challenge=$(curl -s -D - -o /dev/null "http://$MIRROR_private/v2/library/alpine/manifests/3.19" | tr -d '\r' | grep -i '^www-authenticate:' | cut -d' ' -f2-)
+  local challenge; challenge=$(challenge_of "http://$MIRROR_private/v2/library/alpine/manifests/3.19")
   expect_eq "challenge through the mirror" "$challenge" \
     "Bearer realm=\"http://$MIRROR_private/service/token?ns=docker.io\",service=\"harbor-registry\",scope=\"repository:dockerhub-private/library/alpine:pull\""
   # Behind a TLS proxy (an ingress before an Istio sidecar): the scheme it forwards.
-  challenge=$(curl -s -D - -o /dev/null -H 'X-Forwarded-Proto: https' "http://$MIRROR_private/v2/library/alpine/manifests/3.19" | tr -d '\r' | grep -i '^www-authenticate:' | cut -d' ' -f2-)
+  challenge=$(challenge_of "http://$MIRROR_private/v2/library/alpine/manifests/3.19" -H 'X-Forwarded-Proto: https')
   expect_eq "challenge behind a TLS proxy" "$challenge" \
     "Bearer realm=\"https://$MIRROR_private/service/token?ns=docker.io\",service=\"harbor-registry\",scope=\"repository:dockerhub-private/library/alpine:pull\""
-  challenge=$(curl -s -D - -o /dev/null -u 'someone:else' "http://$MIRROR_private/v2/library/alpine/manifests/3.19" | tr -d '\r' | grep -i '^www-authenticate:' | cut -d' ' -f2-)
+  challenge=$(challenge_of "http://$MIRROR_private/v2/library/alpine/manifests/3.19" -u 'someone:else')
   expect_eq "Basic challenge after an unusable Authorization" "$challenge" \
     "Bearer realm=\"http://$MIRROR_private/service/token?ns=docker.io\",service=\"harbor-registry\",scope=\"repository:dockerhub-private/library/alpine:pull\""
-  challenge=$(curl -s -D - -o /dev/null "http://$MIRROR_off/v2/library/alpine/manifests/3.19" | tr -d '\r' | grep -i '^www-authenticate:' | cut -d' ' -f2-)
+  challenge=$(challenge_of "http://$MIRROR_off/v2/library/alpine/manifests/3.19")
   expect_eq "challenge with token handling off (Harbor's own)" "$challenge" \
     "Bearer realm=\"http://$AUTH/service/token\",service=\"harbor-registry\",scope=\"repository:dockerhub-proxy/library/alpine:pull\""
 }

@@ -71,8 +71,7 @@ case_sidecar_keeps_the_scheme_clients_used() {
   # Harbor's challenge through the sidecar: the realm is on the host and scheme clients used
   # (https, at the ingress), not the sidecar's plain port.
   local challenge
-  challenge=$(curl -s -o /dev/null -D - -H 'Host: harbor.example.com' "http://$FRONT_sidecar_auth/v2/" |
-    tr -d '\r' | sed -n 's/^www-authenticate: //Ip')
+  challenge=$(challenge_of "http://$FRONT_sidecar_auth/v2/" -H 'Host: harbor.example.com')
   echo "    $challenge"
   [[ $challenge == 'Bearer realm="https://harbor.example.com/service/token'* ]] ||
     { echo "FAIL: the realm is not https://harbor.example.com/service/token"; return 1; }

@@ -152,6 +152,12 @@ expect_eq() { # expect_eq WHAT ACTUAL EXPECTED
   if [ "$2" = "$3" ]; then echo "ok: $1 = $3"; else echo "FAIL: $1 is '$2', expected '$3'"; return 1; fi
 }
 
+# challenge_of URL [CURL OPTIONS...]: the WWW-Authenticate value of the answer to a GET of URL.
+challenge_of() {
+  local url=$1; shift
+  curl -s -o /dev/null -D - "$@" "$url" | tr -d '\r' | sed -n 's/^www-authenticate: //Ip'
+}
+
 # expect_refusal METHOD PATH STATUS CODE [HOST]: the mirror answers with the OCI error.
 expect_refusal() {
   local out; out=$(curl -s -X "$1" -H "Host: ${5:-$MIRROR}" -o "$WORK/body" -w '%{http_code}' "http://$MIRROR$2")
