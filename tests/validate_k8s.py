@@ -5,8 +5,9 @@
     validate_k8s.py [--crds DIR] --check-config CMD --self-test
 
 For each YAML document in FILE (several may be separated by ---), the CRD is chosen by
-apiVersion and kind (a served version of a CRD in DIR, /work/shared/crds by default), and the
-document goes through what the API server does on create with `kubectl apply --validate=strict`:
+apiVersion and kind (a served version of a CRD in DIR; by default ../shared/crds from the
+project root, else /work/shared/crds), and the document goes through what the API server does on
+create with `kubectl apply --validate=strict`:
 
   - metadata is checked as ObjectMeta (name, namespace, labels, annotations);
   - null values of non-nullable fields are dropped, unknown fields are pruned (and reported:
@@ -53,7 +54,9 @@ import re2
 import yaml
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_CRDS = Path("/work/shared/crds")
+# ../shared/crds from the project root; a clone elsewhere on this machine uses /work/shared/crds.
+BESIDE_ROOT_CRDS = HERE.parent.parent / "shared" / "crds"
+DEFAULT_CRDS = BESIDE_ROOT_CRDS if BESIDE_ROOT_CRDS.is_dir() else Path("/work/shared/crds")
 INVALID_DIR = HERE / "k8s-invalid"
 BLOCKED_RULES = ("some validation rules were not checked because the object was invalid; "
                  "correct the existing errors to complete validation")
