@@ -31,6 +31,8 @@ VENV=${HARBOR_MIRROR_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/harbor-mirror/venv-en
 WASM=$ROOT/dist/harbor_mirror.wasm
 CLI=$ROOT/dist/harbor-mirror
 CRATE_VERSION=$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)
+# The release .wasm after wasm-opt may be at most this many bytes (350 KB).
+WASM_BUDGET=350000
 WASM_OPT_FLAGS=(-Oz --converge --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals)
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -100,7 +102,9 @@ cmd_build() {
   mkdir -p dist
   wasm-opt "${WASM_OPT_FLAGS[@]}" "$raw" -o "$WASM"
   (cd dist && sha256sum harbor_mirror.wasm >harbor_mirror.wasm.sha256)
-  say "dist/harbor_mirror.wasm: $(stat -c %s "$raw") bytes from cargo, $(stat -c %s "$WASM") after wasm-opt"
+  local size; size=$(stat -c %s "$WASM")
+  say "dist/harbor_mirror.wasm: $(stat -c %s "$raw") bytes from cargo, $size after wasm-opt (budget $WASM_BUDGET)"
+  [ "$size" -le "$WASM_BUDGET" ] || die "dist/harbor_mirror.wasm is $size bytes, over its budget of $WASM_BUDGET (BENCHMARKS.md)"
   cargo build -q --release --bin harbor-mirror
   cp target/release/harbor-mirror "$CLI"
   say "dist/harbor-mirror: the command-line tool (check, explain, import-k3s, clients), $(stat -c %s "$CLI") bytes"

@@ -164,6 +164,7 @@ pub fn decide<'c>(config: &'c Config, request: &Request<'_>) -> Decision<'c> {
     }
     let (alias, api_path) = match split_alias(path) {
         Some(split) => split,
+        None if config.auth.managed.is_some() => return refuse_in_managed_mode("harbor's UI and API are not served here"),
         None => return Decision::Forward { path: None, route: Route::NotRepository },
     };
     let alias_registry = match alias {
@@ -184,6 +185,9 @@ pub fn decide<'c>(config: &'c Config, request: &Request<'_>) -> Decision<'c> {
         return refuse(400, ErrorCode::Unsupported, format!("query parameter name {} is percent-encoded", Clipped(key)));
     }
     if api_path == TOKEN_PATH {
+        if config.auth.managed.is_some() {
+            return refuse_in_managed_mode("clients pull anonymously and need no token from it");
+        }
         return decide_token_request(config, request, query, alias_registry);
     }
     let after_v2 = api_path.strip_prefix("/v2/").unwrap_or("");
@@ -472,6 +476,13 @@ fn check_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!("{name:?} does not match the OCI repository name grammar"))
     }
+}
+
+/// Managed mode's listener is a pull-only mirror for anonymous clients: what is not the registry
+/// API is answered here, so that no request without the robot's token reaches Harbor on a
+/// client's behalf (and no client credential at all).
+fn refuse_in_managed_mode<'c>(why: &str) -> Decision<'c> {
+    refuse(404, ErrorCode::NotFound, format!("this mirror authenticates to harbor with its own robot account (managed mode): {why}"))
 }
 
 fn refuse<'c>(status: u32, code: ErrorCode, message: String) -> Decision<'c> {

@@ -158,6 +158,8 @@ pub enum ErrorCode {
     Unsupported,
     /// 503: the registry (here: Harbor's token service) cannot serve the request now.
     Unavailable,
+    /// 404: nothing is served at this path (Harbor's own code for it; the OCI spec has none).
+    NotFound,
 }
 
 impl ErrorCode {
@@ -171,6 +173,7 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::NotFound => "NOT_FOUND",
         }
     }
 }

@@ -145,61 +145,178 @@ pub fn parse_grant(body: &[u8]) -> Result<Grant, String> {
     Ok(Grant { token, expires_in: expires_in.filter(|&s| s > 0).unwrap_or(DEFAULT_EXPIRES_IN) })
 }
 
-/// What a managed-mode token request came to: the grant, or the refusal the waiting clients get.
-///
-/// `status` is `None` when Harbor did not answer (timeout, connection failure). Bad robot
-/// credentials are this mirror's misconfiguration, so clients get 503 rather than a 401 they
-/// could do nothing about; a grant without pull on the project is the truth of a 403.
-pub fn judge_answer(status: Option<u32>, body: &[u8], project: &str, robot: &str, cluster: &str) -> Result<Grant, Refusal> {
-    let unavailable = |message: String| Err(Refusal::new(503, ErrorCode::Unavailable, message));
-    match status {
-        // Envoy reports its own timeout of the call as a 504.
-        None | Some(504) => {
-            unavailable(format!("harbor's token service did not answer (timeout or connection failure on cluster {cluster:?})"))
-        }
-        Some(200) => {
-            let grant = match parse_grant(body) {
-                Ok(grant) => grant,
-                Err(e) => return unavailable(format!("harbor's token service answered without a usable token: {e}")),
-            };
-            if grants_pull(&grant.token, project) == Some(false) {
-                return Err(Refusal::new(
-                    403,
-                    ErrorCode::Denied,
-                    format!("harbor grants robot {robot} no pull on project {project} (the robot lacks it, or the project does not exist)"),
-                ));
-            }
-            Ok(grant)
-        }
-        Some(401) => unavailable(format!("harbor refused the mirror's robot credentials ({robot}); check auth.robot")),
-        Some(403) => Err(Refusal::new(403, ErrorCode::Denied, format!("harbor's token service denied robot {robot} (403)"))),
-        // Envoy answers the call itself with 503 when it cannot connect.
-        Some(503) => unavailable(format!("harbor's token service answered 503, or cluster {cluster:?} could not reach it")),
-        Some(status) => unavailable(format!("harbor's token service answered {status}")),
+/// Why a managed-mode token fetch gave no token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchFailure {
+    /// What every request waiting for the fetch is answered with.
+    pub refusal: Refusal,
+    /// Harbor did not accept the robot's credentials. The failure is then remembered for
+    /// [`CREDENTIALS_BACKOFF_SECS`], so that a misconfigured mirror does not cost Harbor one
+    /// failed login (and its 1.5 s lock) per client request.
+    pub credentials: bool,
+}
+
+/// How long a refusal of the robot's credentials is remembered per project.
+pub const CREDENTIALS_BACKOFF_SECS: u64 = 5;
+
+impl FetchFailure {
+    fn unavailable(message: String) -> Self {
+        FetchFailure { refusal: Refusal::new(503, ErrorCode::Unavailable, message), credentials: false }
+    }
+
+    fn credentials(message: String) -> Self {
+        FetchFailure { refusal: Refusal::new(503, ErrorCode::Unavailable, message), credentials: true }
     }
 }
 
-/// Whether a Harbor token grants `pull` on `project`, read from its JWT `access` claim. `None`
-/// when the token is not a JWT this can read; Harbor then decides on the request itself.
-pub fn grants_pull(token: &str, project: &str) -> Option<bool> {
-    let mut parts = token.split('.');
-    let (Some(_header), Some(payload), Some(_signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return None;
-    };
-    claims_grant_pull(&crate::base64::decode(payload)?, project)
+/// What a managed-mode token request came to: the grant, or the failure the waiting clients get.
+///
+/// `status` is `None` when Harbor did not answer (timeout, connection failure). Harbor's answer
+/// decides: a token is used as it is unless it is a JWT as Harbor issues them
+/// ([`HarborClaims`]), whose claims can say more. Refused robot credentials are this mirror's
+/// misconfiguration, so clients get 503 rather than a 401 they could do nothing about: Harbor
+/// reports them not with a 401 but with an anonymous token (its `sub` is not the robot). A
+/// token without pull on the project is the truth of a 403.
+pub fn judge_answer(status: Option<u32>, body: &[u8], project: &str, robot: &str, cluster: &str) -> Result<Grant, FetchFailure> {
+    match status {
+        // Envoy reports its own timeout of the call as a 504.
+        None | Some(504) => Err(FetchFailure::unavailable(format!(
+            "harbor's token service did not answer (timeout or connection failure on cluster {cluster:?})"
+        ))),
+        Some(200) => {
+            let grant = parse_grant(body)
+                .map_err(|e| FetchFailure::unavailable(format!("harbor's token service answered without a usable token: {e}")))?;
+            let Some(claims) = HarborClaims::read(&grant.token) else {
+                return Ok(grant);
+            };
+            if claims.subject != robot {
+                let holder = if claims.subject.is_empty() { "an anonymous caller".to_owned() } else { format!("{:?}", claims.subject) };
+                return Err(FetchFailure::credentials(format!(
+                    "harbor did not accept the robot credentials of auth.robot ({robot}): its token service issued a token for {holder} \
+                     (harbor treats wrong credentials as anonymous); check the username and password, and that the robot is enabled and not expired"
+                )));
+            }
+            if !claims.grants_pull(project) {
+                return Err(FetchFailure {
+                    refusal: Refusal::new(
+                        403,
+                        ErrorCode::Denied,
+                        format!("harbor grants robot {robot} no pull on project {project} (the robot lacks it, or the project does not exist)"),
+                    ),
+                    credentials: false,
+                });
+            }
+            Ok(grant)
+        }
+        Some(401) => Err(FetchFailure::credentials(format!("harbor refused the mirror's robot credentials ({robot}); check auth.robot"))),
+        Some(403) => Err(FetchFailure {
+            refusal: Refusal::new(403, ErrorCode::Denied, format!("harbor's token service denied robot {robot} (403)")),
+            credentials: false,
+        }),
+        // Envoy answers the call itself with 503 when it cannot connect.
+        Some(503) => Err(FetchFailure::unavailable(format!("harbor's token service answered 503, or cluster {cluster:?} could not reach it"))),
+        Some(status) => Err(FetchFailure::unavailable(format!("harbor's token service answered {status}"))),
+    }
 }
 
-/// [`grants_pull`] on the JWT's claims, a JSON object.
-fn claims_grant_pull(claims: &[u8], project: &str) -> Option<bool> {
-    // What `#[derive(Deserialize)]` would read into `struct Claims { access: Vec<Access> }` and
-    // `struct Access { #[serde(rename = "type")] kind: String, name: String, actions: Vec<String> }`,
-    // all fields `#[serde(default)]` (see `crate::json`).
+/// What a client gets when Harbor answered 401 to its request, forwarded with the robot's
+/// `token` for `project`: never Harbor's challenge, which an anonymous client cannot answer.
+///
+/// A token whose claims grant pull on the project was refused by a Harbor that did not issue
+/// it, or no longer trusts it: the mirror is misconfigured (its token cluster reaches another
+/// Harbor than its route) or Harbor's signing key changed, a 503. A token the mirror cannot
+/// read was refused for what it grants: the robot lacks pull on the project, the project does
+/// not exist, or Harbor took the robot's credentials for an anonymous caller's, a 403.
+pub fn refused_robot_token(token: &str, robot: &str, project: &str) -> Refusal {
+    match HarborClaims::read(token) {
+        Some(claims) if claims.grants_pull(project) => Refusal::new(
+            503,
+            ErrorCode::Unavailable,
+            format!(
+                "harbor refused robot {robot}'s token for project {project} although the token grants pull: auth.cluster may reach \
+                 another harbor than this route, or harbor's signing key changed; the token was dropped from the cache"
+            ),
+        ),
+        _ => Refusal::new(
+            403,
+            ErrorCode::Denied,
+            format!(
+                "harbor refused robot {robot}'s token for project {project}: the robot lacks pull on it, the project does not exist, \
+                 or harbor did not accept auth.robot's credentials; the token was dropped from the cache"
+            ),
+        ),
+    }
+}
+
+/// The claims of a token that is a JWT as Harbor issues them: a header with `alg`, and claims
+/// with an `access` array (Harbor's `sub` is the robot's name, absent for an anonymous caller).
+/// Any other token is opaque to the mirror, and Harbor's answer to it decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HarborClaims {
+    /// `sub`; empty when absent (Harbor omits it for anonymous callers).
+    pub subject: String,
+    /// `access`: what the token grants.
+    pub access: Vec<Access>,
+}
+
+/// One entry of a token's `access` claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// `type`: `repository` for the grants that matter here.
+    pub kind: String,
+    /// `name`: a repository (Harbor grants per project: its first component).
+    pub name: String,
+    /// `actions`: `pull`, `push`, `delete`...
+    pub actions: Vec<String>,
+}
+
+impl HarborClaims {
+    /// Reads a token's claims; `None` unless it is a JWT as Harbor issues them.
+    pub fn read(token: &str) -> Option<HarborClaims> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(claims), Some(_signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return None;
+        };
+        has_alg(&crate::base64::decode(header)?)?;
+        read_claims(&crate::base64::decode(claims)?)
+    }
+
+    /// Whether the token grants `pull` on `project`.
+    pub fn grants_pull(&self, project: &str) -> bool {
+        self.access.iter().any(|access| {
+            access.kind == "repository"
+                && oci::first_component(&access.name).0 == project
+                && access.actions.iter().any(|action| action == "pull" || action == "*")
+        })
+    }
+}
+
+/// `Some` if a JWT header is a JSON object with a string `alg`.
+fn has_alg(header: &[u8]) -> Option<()> {
+    // What `#[derive(Deserialize)]` would read into `struct Header { alg: String }`.
+    static HEADER: Struct = Struct {
+        name: "struct Header",
+        as_array: "struct Header with 1 element",
+        fields: &["alg"],
+        types: &[Ty::Str],
+        required: 1,
+        deny_unknown_fields: false,
+    };
+    json::from_slice(header, Ty::Struct(&HEADER)).ok().map(drop)
+}
+
+/// A JWT's claims, when they hold an `access` array.
+fn read_claims(claims: &[u8]) -> Option<HarborClaims> {
+    // What `#[derive(Deserialize)]` would read into `struct Claims { access: Vec<Access>,
+    // #[serde(default)] sub: Option<String> }` and `struct Access { #[serde(rename = "type")]
+    // kind: String, name: String, actions: Vec<String> }`, all of Access's fields
+    // `#[serde(default)]` (see `crate::json`).
     static CLAIMS: Struct = Struct {
         name: "struct Claims",
-        as_array: "struct Claims with 1 element",
-        fields: &["access"],
-        types: &[Ty::List(&Ty::Struct(&ACCESS))],
-        required: 0,
+        as_array: "struct Claims with 2 elements",
+        fields: &["access", "sub"],
+        types: &[Ty::List(&Ty::Struct(&ACCESS)), Ty::Opt(&Ty::Str)],
+        required: 1,
         deny_unknown_fields: false,
     };
     static ACCESS: Struct = Struct {
@@ -211,13 +328,16 @@ fn claims_grant_pull(claims: &[u8], project: &str) -> Option<bool> {
         deny_unknown_fields: false,
     };
     let mut claims = json::from_slice(claims, Ty::Struct(&CLAIMS)).ok()?.fields();
-    Some(claims.take(0).list().into_iter().any(|access| {
-        let mut access = access.fields();
-        let (kind, name, actions) = (access.take(0).string(), access.take(1).string(), access.take(2).strings());
-        kind.as_deref() == Some("repository")
-            && oci::first_component(name.as_deref().unwrap_or("")).0 == project
-            && actions.iter().any(|action| action == "pull" || action == "*")
-    }))
+    let (access, subject) = (claims.take(0).list(), claims.take(1).string());
+    let access = access
+        .into_iter()
+        .map(|access| {
+            let mut access = access.fields();
+            let (kind, name, actions) = (access.take(0).string(), access.take(1).string(), access.take(2).strings());
+            Access { kind: kind.unwrap_or_default(), name: name.unwrap_or_default(), actions }
+        })
+        .collect();
+    Some(HarborClaims { subject: subject.unwrap_or_default(), access })
 }
 
 /// The shared-data key of the cached token for `project`, per Harbor and robot so that a
@@ -226,13 +346,24 @@ pub fn cache_key(managed: &Managed, project: &str) -> String {
     format!("harbor_mirror.token/{}/{}/{project}", managed.authority, managed.username)
 }
 
-/// A cached token with the time (Unix seconds) until which it is used.
+/// An entry of the token cache shared by the plugin's VMs: a token, or a remembered refusal of
+/// the robot's credentials, each with the time (Unix seconds) until which it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheEntry<'a> {
-    /// Unix seconds after which the token is fetched again.
-    pub fresh_until: u64,
-    /// The bearer token.
-    pub token: &'a str,
+pub enum CacheEntry<'a> {
+    /// A bearer token, used until `fresh_until`.
+    Token {
+        /// Unix seconds after which the token is fetched again.
+        fresh_until: u64,
+        /// The bearer token.
+        token: &'a str,
+    },
+    /// Harbor refused the robot's credentials: requests until `until` get this message.
+    Failure {
+        /// Unix seconds after which a token is fetched again.
+        until: u64,
+        /// The refusal's message.
+        message: &'a str,
+    },
 }
 
 impl<'a> CacheEntry<'a> {
@@ -240,25 +371,59 @@ impl<'a> CacheEntry<'a> {
     /// request never reaches Harbor with a token that lapses on the way.
     pub fn for_grant(grant: &'a Grant, now: u64) -> Self {
         let margin = (grant.expires_in / 10).min(60);
-        CacheEntry { fresh_until: now.saturating_add(grant.expires_in - margin), token: &grant.token }
+        CacheEntry::Token { fresh_until: now.saturating_add(grant.expires_in - margin), token: &grant.token }
     }
 
-    /// The shared-data value: `<fresh_until> <token>`.
+    /// The entry remembering `failure` at `now`, if it is one to remember.
+    pub fn for_failure(failure: &'a FetchFailure, now: u64) -> Option<Self> {
+        failure
+            .credentials
+            .then(|| CacheEntry::Failure { until: now.saturating_add(CREDENTIALS_BACKOFF_SECS), message: &failure.refusal.message })
+    }
+
+    /// The shared-data value: `t <fresh_until> <token>` or `f <until> <message>`.
     pub fn encode(&self) -> String {
-        format!("{} {}", self.fresh_until, self.token)
+        match self {
+            CacheEntry::Token { fresh_until, token } => format!("t {fresh_until} {token}"),
+            CacheEntry::Failure { until, message } => format!("f {until} {message}"),
+        }
     }
 
     /// Reads a shared-data value; `None` if it is not one this filter wrote.
     pub fn decode(value: &'a [u8]) -> Option<Self> {
         let value = std::str::from_utf8(value).ok()?;
-        let (fresh_until, token) = value.split_once(' ')?;
-        let fresh_until = fresh_until.parse().ok()?;
-        (!token.is_empty()).then_some(CacheEntry { fresh_until, token })
+        let (kind, rest) = value.split_once(' ')?;
+        let (until, text) = rest.split_once(' ')?;
+        let until = until.parse().ok()?;
+        if text.is_empty() {
+            return None;
+        }
+        match kind {
+            "t" => Some(CacheEntry::Token { fresh_until: until, token: text }),
+            "f" => Some(CacheEntry::Failure { until, message: text }),
+            _ => None,
+        }
     }
 
-    /// Whether the token may still be used at `now`.
+    /// Unix seconds until which the entry holds.
+    pub fn until(&self) -> u64 {
+        match self {
+            CacheEntry::Token { fresh_until, .. } => *fresh_until,
+            CacheEntry::Failure { until, .. } => *until,
+        }
+    }
+
+    /// Whether the entry still holds at `now`.
     pub fn is_fresh(&self, now: u64) -> bool {
-        now < self.fresh_until
+        now < self.until()
+    }
+
+    /// The answer for a request that finds this entry fresh: its token, or its refusal.
+    pub fn answer(&self) -> Result<&'a str, Refusal> {
+        match *self {
+            CacheEntry::Token { token, .. } => Ok(token),
+            CacheEntry::Failure { message, .. } => Err(Refusal::new(503, ErrorCode::Unavailable, message.to_owned())),
+        }
     }
 }
 
@@ -270,9 +435,8 @@ mod wire_tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    use super::{claims_grant_pull, parse_grant, Grant, DEFAULT_EXPIRES_IN};
+    use super::{has_alg, parse_grant, read_claims, Access, Grant, HarborClaims, DEFAULT_EXPIRES_IN};
     use crate::json::fuzz::{mutate, Rng};
-    use crate::oci;
 
     fn derived_parse_grant(body: &[u8]) -> Result<Grant, String> {
         #[derive(Deserialize)]
@@ -293,14 +457,15 @@ mod wire_tests {
         Ok(Grant { token, expires_in: wire.expires_in.filter(|&s| s > 0).unwrap_or(DEFAULT_EXPIRES_IN) })
     }
 
-    fn derived_claims_grant_pull(claims: &[u8], project: &str) -> Option<bool> {
+    fn derived_read_claims(claims: &[u8]) -> Option<HarborClaims> {
         #[derive(Deserialize)]
         struct Claims {
+            access: Vec<WireAccess>,
             #[serde(default)]
-            access: Vec<Access>,
+            sub: Option<String>,
         }
         #[derive(Deserialize)]
-        struct Access {
+        struct WireAccess {
             #[serde(default, rename = "type")]
             kind: String,
             #[serde(default)]
@@ -309,11 +474,17 @@ mod wire_tests {
             actions: Vec<String>,
         }
         let claims: Claims = serde_json::from_slice(claims).ok()?;
-        Some(claims.access.iter().any(|access| {
-            access.kind == "repository"
-                && oci::first_component(&access.name).0 == project
-                && access.actions.iter().any(|action| action == "pull" || action == "*")
-        }))
+        let access = claims.access.into_iter().map(|a| Access { kind: a.kind, name: a.name, actions: a.actions }).collect();
+        Some(HarborClaims { subject: claims.sub.unwrap_or_default(), access })
+    }
+
+    fn derived_has_alg(header: &[u8]) -> Option<()> {
+        #[derive(Deserialize)]
+        struct Header {
+            #[allow(dead_code)]
+            alg: String,
+        }
+        serde_json::from_slice::<Header>(header).ok().map(drop)
     }
 
     #[test]
@@ -334,22 +505,26 @@ mod wire_tests {
     #[test]
     fn token_claims_read_as_derive_reads_them() {
         let seeds: &[&[u8]] = &[
-            br#"{"iss": "harbor-token-issuer", "access": [{"type": "repository", "name": "p/a", "actions": ["pull", "push"]}]}"#,
-            br#"{"access": [["repository", "p/a", ["*"]], {"type": "repository", "name": "q/b"}]}"#,
-            br#"{"access": null}"#,
-            br#"[[{"name": "p/x", "actions": ["pull"], "type": "repository", "extra": {}}]]"#,
+            br#"{"iss": "harbor-token-issuer", "sub": "robot$m", "access": [{"type": "repository", "name": "p/a", "actions": ["pull", "push"]}]}"#,
+            br#"{"access": [["repository", "p/a", ["*"]], {"type": "repository", "name": "q/b"}], "sub": null}"#,
+            br#"{"access": null, "sub": "x"}"#,
+            br#"{"sub": "robot$m"}"#,
+            br#"[[{"name": "p/x", "actions": ["pull"], "type": "repository", "extra": {}}], "s"]"#,
         ];
         let mut rng = Rng::new(0x636c_6169);
         for i in 0..3000 {
             let claims = if i < seeds.len() { seeds[i].to_vec() } else { mutate(&mut rng, seeds[i % seeds.len()]) };
-            for project in ["p", "q"] {
-                assert_eq!(
-                    derived_claims_grant_pull(&claims, project),
-                    claims_grant_pull(&claims, project),
-                    "claims {:?}",
-                    String::from_utf8_lossy(&claims)
-                );
-            }
+            assert_eq!(derived_read_claims(&claims), read_claims(&claims), "claims {:?}", String::from_utf8_lossy(&claims));
+        }
+    }
+
+    #[test]
+    fn token_headers_read_as_derive_reads_them() {
+        let seeds: &[&[u8]] = &[br#"{"alg": "RS256", "typ": "JWT", "kid": "ABCD"}"#, br#"{"typ": "JWT"}"#, br#"["HS256"]"#, br#"{"alg": 1}"#];
+        let mut rng = Rng::new(0x6865_6164);
+        for i in 0..2000 {
+            let header = if i < seeds.len() { seeds[i].to_vec() } else { mutate(&mut rng, seeds[i % seeds.len()]) };
+            assert_eq!(derived_has_alg(&header), has_alg(&header), "header {:?}", String::from_utf8_lossy(&header));
         }
     }
 }

@@ -5,7 +5,10 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use harbor_mirror::token::{grants_pull, managed_token_path, parse_grant, CacheEntry, Grant};
+use harbor_mirror::token::{
+    judge_answer, managed_token_path, parse_grant, refused_robot_token, CacheEntry, FetchFailure, Grant, HarborClaims,
+    CREDENTIALS_BACKOFF_SECS,
+};
 mod common;
 
 use common::Expect::*;
@@ -99,8 +102,38 @@ fn token_requests_pass_untouched_when_token_handling_is_off_or_no_registry_appli
     ]);
 }
 
-const GRANTED_JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJyb2JvdCRtaXJyb3IiLCJhY2Nlc3MiOlt7InR5cGUiOiJyZXBvc2l0b3J5IiwibmFtZSI6ImRvY2tlcmh1Yi1wcml2YXRlL2xpYnJhcnkvYWxwaW5lIiwiYWN0aW9ucyI6WyJwdWxsIl19XX0.c2ln";
-const EMPTY_JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIiLCJhY2Nlc3MiOltdfQ.c2ln";
+/// A JWT of `header` and `claims` (JSON text), as Harbor lays them out; the signature is not
+/// the mirror's to check.
+fn jwt(header: &str, claims: &str) -> String {
+    format!("{}.{}.c2lnbmF0dXJl", base64url(header.as_bytes()), base64url(claims.as_bytes()))
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, &b| n << 8 | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+        }
+    }
+    out
+}
+
+const HARBOR_HEADER: &str = r#"{"alg":"RS256","kid":"ABCD:EFGH","typ":"JWT"}"#;
+
+/// Harbor's token for `sub` (`None`: anonymous, which Harbor leaves out) granting `access`.
+fn harbor_token(sub: Option<&str>, access: &str) -> String {
+    let sub = sub.map(|sub| format!(r#""sub":"{sub}","#)).unwrap_or_default();
+    jwt(HARBOR_HEADER, &format!(r#"{{"iss":"harbor-token-issuer",{sub}"aud":"harbor-registry","exp":1900000000,"access":{access}}}"#))
+}
+
+fn token_answer(token: &str) -> Vec<u8> {
+    format!(r#"{{"token":"{token}","access_token":"","expires_in":1800,"issued_at":"2026-12-03T10:00:00Z"}}"#).into_bytes()
+}
+
+const PULL_PRIVATE: &str = r#"[{"type":"repository","name":"dockerhub-private/library/alpine","actions":["pull","push"]}]"#;
+const NOTHING_PRIVATE: &str = r#"[{"type":"repository","name":"dockerhub-private/library/alpine","actions":[]}]"#;
 
 #[test]
 fn harbor_token_answers_are_read() {
@@ -126,12 +159,32 @@ fn harbor_token_answers_are_read() {
 }
 
 #[test]
-fn pull_grants_are_read_per_project() {
-    assert_eq!(grants_pull(GRANTED_JWT, "dockerhub-private"), Some(true));
-    assert_eq!(grants_pull(GRANTED_JWT, "dockerhub-proxy"), Some(false));
-    assert_eq!(grants_pull(EMPTY_JWT, "dockerhub-private"), Some(false));
-    assert_eq!(grants_pull("opaque-token", "dockerhub-private"), None);
-    assert_eq!(grants_pull("a.!!.c", "dockerhub-private"), None);
+fn only_jwts_as_harbor_issues_them_are_read() {
+    /// `sub` and whether the claims grant pull on dockerhub-private; `None`: used as it is.
+    type Read = Option<(&'static str, bool)>;
+    let rows: &[(&str, String, Read)] = &[
+        ("harbor jwt granting pull", harbor_token(Some("robot$mirror"), PULL_PRIVATE), Some(("robot$mirror", true))),
+        ("harbor jwt granting nothing", harbor_token(Some("robot$mirror"), NOTHING_PRIVATE), Some(("robot$mirror", false))),
+        ("harbor jwt, empty access", harbor_token(Some("robot$mirror"), "[]"), Some(("robot$mirror", false))),
+        ("harbor jwt for anonymous", harbor_token(None, PULL_PRIVATE), Some(("", true))),
+        ("harbor jwt, wildcard action", harbor_token(Some("r"), r#"[{"type":"repository","name":"dockerhub-private/x","actions":["*"]}]"#), Some(("r", true))),
+        ("grant on another project", harbor_token(Some("r"), r#"[{"type":"repository","name":"dockerhub-proxy/x","actions":["pull"]}]"#), Some(("r", false))),
+        ("grant of another type", harbor_token(Some("r"), r#"[{"type":"registry","name":"dockerhub-private/x","actions":["pull"]}]"#), Some(("r", false))),
+        ("jwt without access claim", jwt(HARBOR_HEADER, r#"{"sub":"robot$mirror","exp":1900000000}"#), None),
+        ("jwt whose access is not a list", jwt(HARBOR_HEADER, r#"{"sub":"r","access":{"type":"repository"}}"#), None),
+        ("jwt whose header has no alg", jwt(r#"{"typ":"JWT"}"#, r#"{"sub":"r","access":[]}"#), None),
+        ("jwt whose header is not json", jwt("not json", r#"{"sub":"r","access":[]}"#), None),
+        ("opaque token", "3f9a0c1e7b2d4a6f8e1c3b5d7a9f0e2c".to_owned(), None),
+        ("opaque token with dots", "v1.abc.def".to_owned(), None),
+        ("four parts", format!("{}.x", harbor_token(Some("r"), PULL_PRIVATE)), None),
+        ("empty token", String::new(), None),
+        ("garbage", "a.!!.c".to_owned(), None),
+    ];
+    for (name, token, expected) in rows {
+        let got = HarborClaims::read(token).map(|claims| (claims.subject.clone(), claims.grants_pull("dockerhub-private")));
+        let expected = expected.map(|(sub, pull)| (sub.to_owned(), pull));
+        assert_eq!(got, expected, "{name}: {token}");
+    }
 }
 
 #[test]
@@ -158,9 +211,26 @@ fn cached_tokens_are_used_until_shortly_before_they_expire() {
         assert_eq!(decoded, entry);
         assert_eq!(decoded.is_fresh(now + later), fresh, "expires_in {expires_in}, {later} s later");
     }
-    for garbage in [&b""[..], b"123", b"x t", b"123 ", b"\xff t"] {
+    for garbage in [&b""[..], b"123", b"x t", b"t 123 ", b"t x t", b"123 t", b"q 1 t", b"\xff t"] {
         assert_eq!(CacheEntry::decode(garbage), None, "{garbage:?}");
     }
+}
+
+#[test]
+fn refused_robot_credentials_are_remembered_for_a_few_seconds() {
+    let now = 1_800_000_000;
+    let anonymous = token_answer(&harbor_token(None, "[]"));
+    let failure = judge_answer(Some(200), &anonymous, "dockerhub-private", "robot$mirror", "harbor").expect_err("anonymous token");
+    let entry = CacheEntry::for_failure(&failure, now).expect("a credentials failure is remembered");
+    let encoded = entry.encode();
+    let decoded = CacheEntry::decode(encoded.as_bytes()).unwrap_or_else(|| panic!("{encoded} does not decode"));
+    assert_eq!(decoded, entry);
+    assert!(decoded.is_fresh(now + CREDENTIALS_BACKOFF_SECS - 1));
+    assert!(!decoded.is_fresh(now + CREDENTIALS_BACKOFF_SECS));
+    assert_eq!(decoded.answer(), Err(failure.refusal.clone()));
+    // Other failures are not remembered: the next request asks Harbor again.
+    let timeout = judge_answer(None, b"", "dockerhub-private", "robot$mirror", "harbor").expect_err("no answer");
+    assert_eq!(CacheEntry::for_failure(&timeout, now), None);
 }
 
 #[test]
@@ -173,31 +243,84 @@ fn managed_token_requests_ask_for_pull_on_the_harbor_name() {
 
 #[test]
 fn managed_token_answers_become_grants_or_refusals() {
-    let grant = br#"{"token":"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJyb2JvdCRtaXJyb3IiLCJhY2Nlc3MiOlt7InR5cGUiOiJyZXBvc2l0b3J5IiwibmFtZSI6ImRvY2tlcmh1Yi1wcml2YXRlL2xpYnJhcnkvYWxwaW5lIiwiYWN0aW9ucyI6WyJwdWxsIl19XX0.c2ln","expires_in":1800}"#;
-    let empty = br#"{"token":"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIiLCJhY2Nlc3MiOltdfQ.c2ln","expires_in":1800}"#;
-    // (status, body, Ok(expires_in) or Err((status, code, part of the message)))
-    type Expected = Result<u64, (u32, &'static str, &'static str)>;
-    let rows: &[(Option<u32>, &[u8], Expected)] = &[
-        (Some(200), grant, Ok(1800)),
-        (Some(200), br#"{"token":"opaque"}"#, Ok(60)),
-        (Some(200), empty, Err((403, "DENIED", "harbor grants robot robot$mirror no pull on project dockerhub-private"))),
-        (Some(200), b"<html>", Err((503, "UNAVAILABLE", "answered without a usable token"))),
-        (None, b"", Err((503, "UNAVAILABLE", "did not answer (timeout or connection failure on cluster \"harbor\")"))),
-        (Some(504), b"upstream request timeout", Err((503, "UNAVAILABLE", "did not answer"))),
-        (Some(401), b"", Err((503, "UNAVAILABLE", "refused the mirror's robot credentials (robot$mirror)"))),
-        (Some(403), b"", Err((403, "DENIED", "denied robot robot$mirror"))),
-        (Some(502), b"", Err((503, "UNAVAILABLE", "answered 502"))),
-        (Some(503), b"upstream connect error", Err((503, "UNAVAILABLE", "answered 503, or cluster \"harbor\" could not reach it"))),
+    let granted = token_answer(&harbor_token(Some("robot$mirror"), PULL_PRIVATE));
+    let nothing = token_answer(&harbor_token(Some("robot$mirror"), NOTHING_PRIVATE));
+    let anonymous = token_answer(&harbor_token(None, PULL_PRIVATE));
+    let other_robot = token_answer(&harbor_token(Some("robot$other"), PULL_PRIVATE));
+    let no_access_claim = token_answer(&jwt(HARBOR_HEADER, r#"{"sub":"someone","exp":1900000000}"#));
+    let opaque = br#"{"token":"opaque-3f9a0c1e"}"#.to_vec();
+    // (name, status, body, Ok(expires_in) or Err((status, code, remembered, part of the message)))
+    type Expected = Result<u64, (u32, &'static str, bool, &'static str)>;
+    let rows: &[(&str, Option<u32>, &[u8], Expected)] = &[
+        ("harbor's jwt granting pull", Some(200), &granted, Ok(1800)),
+        ("an opaque token is used as it is", Some(200), &opaque, Ok(60)),
+        ("a jwt without access claim is used as it is", Some(200), &no_access_claim, Ok(1800)),
+        ("harbor's jwt granting nothing", Some(200), &nothing,
+            Err((403, "DENIED", false, "harbor grants robot robot$mirror no pull on project dockerhub-private"))),
+        ("wrong robot password: harbor's anonymous token", Some(200), &anonymous,
+            Err((503, "UNAVAILABLE", true, "did not accept the robot credentials of auth.robot (robot$mirror): its token service issued a token for an anonymous caller"))),
+        ("a token for another subject", Some(200), &other_robot,
+            Err((503, "UNAVAILABLE", true, "issued a token for \"robot$other\""))),
+        ("html", Some(200), b"<html>", Err((503, "UNAVAILABLE", false, "answered without a usable token"))),
+        ("no answer", None, b"", Err((503, "UNAVAILABLE", false, "did not answer (timeout or connection failure on cluster \"harbor\")"))),
+        ("envoy's timeout", Some(504), b"upstream request timeout", Err((503, "UNAVAILABLE", false, "did not answer"))),
+        ("a token service that answers 401", Some(401), b"", Err((503, "UNAVAILABLE", true, "refused the mirror's robot credentials (robot$mirror)"))),
+        ("403", Some(403), b"", Err((403, "DENIED", false, "denied robot robot$mirror"))),
+        ("harbor's 400 for another service", Some(400), b"Unable to handle service: x", Err((503, "UNAVAILABLE", false, "answered 400"))),
+        ("502", Some(502), b"", Err((503, "UNAVAILABLE", false, "answered 502"))),
+        ("envoy cannot connect", Some(503), b"upstream connect error", Err((503, "UNAVAILABLE", false, "answered 503, or cluster \"harbor\" could not reach it"))),
     ];
-    for (status, body, expected) in rows {
-        let got = harbor_mirror::token::judge_answer(*status, body, "dockerhub-private", "robot$mirror", "harbor");
+    for (name, status, body, expected) in rows {
+        let got = judge_answer(*status, body, "dockerhub-private", "robot$mirror", "harbor");
         match (&got, expected) {
-            (Ok(grant), Ok(expires_in)) => assert_eq!(grant.expires_in, *expires_in),
-            (Err(r), Err((code, name, message))) => {
-                assert_eq!((r.status, r.code.as_str()), (*code, *name), "{status:?}");
-                assert!(r.message.contains(message), "{status:?}: {}", r.message);
+            (Ok(grant), Ok(expires_in)) => assert_eq!(grant.expires_in, *expires_in, "{name}"),
+            (Err(FetchFailure { refusal, credentials }), Err((code, error, remembered, message))) => {
+                assert_eq!((refusal.status, refusal.code.as_str(), *credentials), (*code, *error, *remembered), "{name}");
+                assert!(refusal.message.contains(message), "{name}: {}", refusal.message);
             }
-            _ => panic!("{status:?}: expected {expected:?}, got {got:?}"),
+            _ => panic!("{name}: expected {expected:?}, got {got:?}"),
         }
     }
+}
+
+#[test]
+fn harbor_refusing_the_robots_token_is_answered_without_a_challenge() {
+    // (name, token, status, code, part of the message)
+    let rows: &[(&str, String, u32, &str, &str)] = &[
+        ("a token that grants pull: misconfigured, or harbor's key changed", harbor_token(Some("robot$mirror"), PULL_PRIVATE),
+            503, "UNAVAILABLE", "harbor refused robot robot$mirror's token for project dockerhub-private although the token grants pull"),
+        ("an opaque token: harbor's answer is the truth", "opaque-3f9a0c1e".to_owned(),
+            403, "DENIED", "harbor refused robot robot$mirror's token for project dockerhub-private: the robot lacks pull on it"),
+    ];
+    for (name, token, status, code, message) in rows {
+        let refusal = refused_robot_token(token, "robot$mirror", "dockerhub-private");
+        assert_eq!((refusal.status, refusal.code.as_str()), (*status, *code), "{name}");
+        assert!(refusal.message.contains(message), "{name}: {}", refusal.message);
+        assert!(refusal.message.contains("dropped from the cache"), "{name}: {}", refusal.message);
+    }
+}
+
+#[test]
+fn managed_mode_serves_only_the_registry_api() {
+    let managed = parse(
+        r#"{"registries": {"docker.io": {"project": "dockerhub-private"}}, "default_registry": "docker.io",
+            "auth": {"robot": {"username": "robot$mirror", "password": "s"}, "cluster": "harbor", "authority": "harbor.example.com"}}"#,
+    );
+    check(&managed, &[
+        // The registry API: the ping (answered by the adapter), the catalog, repositories.
+        ("GET", "/v2/", "m", Pass),
+        ("GET", "/v2/_catalog", "m", Pass),
+        ("GET", "/v2/library/alpine/manifests/3.19", "m", Rewrite("/v2/dockerhub-private/library/alpine/manifests/3.19")),
+        ("GET", "/docker.io/v2/library/alpine/manifests/3.19", "m", Rewrite("/v2/dockerhub-private/library/alpine/manifests/3.19")),
+        // No token for clients: the filter has the robot's.
+        ("GET", "/service/token?scope=repository:library/alpine:pull&service=harbor-registry", "m", Refuse(404, "NOT_FOUND")),
+        ("POST", "/service/token", "m", Refuse(404, "NOT_FOUND")),
+        ("GET", "/docker.io/service/token?scope=repository:library/alpine:pull", "m", Refuse(404, "NOT_FOUND")),
+        // Harbor's UI and API are not a mirror's.
+        ("GET", "/", "m", Refuse(404, "NOT_FOUND")),
+        ("GET", "/api/v2.0/projects", "m", Refuse(404, "NOT_FOUND")),
+        ("POST", "/c/login", "m", Refuse(404, "NOT_FOUND")),
+        // Bad paths are still refused as such first.
+        ("GET", "/api/../v2/", "m", Refuse(400, "NAME_INVALID")),
+    ]);
 }

@@ -17,7 +17,7 @@ use super::metrics::Metrics;
 use crate::config::Managed;
 use crate::decide::Refusal;
 use crate::oci::{self, ErrorCode};
-use crate::token::{self, CacheEntry, Grant};
+use crate::token::{self, CacheEntry};
 
 /// How often the root context looks for orphaned fetches.
 pub const ORPHAN_TICK: Duration = Duration::from_millis(500);
@@ -48,6 +48,8 @@ pub enum TokenFor {
 #[derive(Default)]
 pub struct Fetches {
     inflight: RefCell<Vec<Fetch>>,
+    /// The requests resumed with a token, and the token, until they end.
+    granted: RefCell<Vec<(u32, String)>>,
 }
 
 impl Fetches {
@@ -56,9 +58,13 @@ impl Fetches {
     pub fn token_for(&self, managed: &Managed, metrics: &Metrics, context_id: u32, repository: &str) -> Result<TokenFor, Refusal> {
         let project = oci::first_component(repository).0;
         match cached(managed, project) {
-            Ok(Some(token)) => {
+            Ok(Some(Ok(token))) => {
                 metrics.increment(metrics.token_cache_hits);
                 return Ok(TokenFor::Cached(token));
+            }
+            Ok(Some(Err(refusal))) => {
+                log(LogLevel::Debug, &format!("token for project {project}: a recent failure is remembered: {}", refusal.message));
+                return Err(refusal);
             }
             Ok(None) => {}
             Err(e) => log(LogLevel::Warn, &format!("reading the token cache: {e}")),
@@ -98,22 +104,33 @@ impl Fetches {
             }
         };
         let outcome = token::judge_answer(status, &body, &fetch.project, &managed.username, &managed.cluster);
-        match &outcome {
-            Ok(grant) => {
-                if let Err(e) = store(managed, &fetch.project, grant) {
-                    log(LogLevel::Warn, &format!("writing the token cache: {e}"));
+        let stored = match &outcome {
+            Ok(grant) => now_secs().and_then(|now| store(managed, &fetch.project, CacheEntry::for_grant(grant, now))),
+            Err(failure) => {
+                metrics.increment(metrics.token_fetch_failures);
+                log(LogLevel::Warn, &format!("token for project {}: {}", fetch.project, failure.refusal.message));
+                match now_secs() {
+                    Ok(now) => CacheEntry::for_failure(failure, now).map_or(Ok(()), |entry| store(managed, &fetch.project, entry)),
+                    Err(e) => Err(e),
                 }
             }
-            Err(refusal) => {
-                metrics.increment(metrics.token_fetch_failures);
-                log(LogLevel::Warn, &format!("token for project {}: {}", fetch.project, refusal.message));
-            }
+        };
+        if let Err(e) = stored {
+            log(LogLevel::Warn, &format!("writing the token cache: {e}"));
         }
-        resolve(&fetch.waiters, &outcome, current);
+        let outcome = outcome.map(|grant| grant.token).map_err(|failure| failure.refusal);
+        self.resolve(&fetch.waiters, &outcome, current);
+    }
+
+    /// The robot's token request `context_id` was resumed with, if it was (for its answer).
+    pub fn token_of(&self, context_id: u32) -> Option<String> {
+        let granted = self.granted.borrow();
+        granted.iter().find(|(id, _)| *id == context_id).map(|(_, token)| token.clone())
     }
 
     /// Request `context_id` ended: it waits no more, and a fetch it dispatched is orphaned.
     pub fn leave(&self, context_id: u32) {
+        self.granted.borrow_mut().retain(|(id, _)| *id != context_id);
         let mut inflight = self.inflight.borrow_mut();
         for fetch in inflight.iter_mut() {
             fetch.waiters.retain(|&waiter| waiter != context_id);
@@ -140,8 +157,33 @@ impl Fetches {
             inflight.retain(|fetch| !fetch.waiters.is_empty());
         }
         for (waiters, refusal) in failed {
-            resolve(&waiters, &Err(refusal), root_id);
+            self.resolve(&waiters, &Err(refusal), root_id);
         }
+    }
+
+    /// Resumes each waiter with the token, or answers it with the refusal, then returns the
+    /// host to the `current` context.
+    fn resolve(&self, waiters: &[u32], outcome: &Result<String, Refusal>, current: u32) {
+        let bearer = outcome.as_ref().map(|token| format!("Bearer {token}"));
+        for &waiter in waiters {
+            if hostcalls::set_effective_context(waiter).is_err() {
+                continue; // It ended meanwhile.
+            }
+            let applied = match &bearer {
+                Ok(bearer) => set_header(MapType::HttpRequestHeaders, "authorization", Some(bearer))
+                    .and_then(|()| host("resume_http_request", hostcalls::resume_http_request())),
+                Err(refusal) => send_refusal(refusal, None),
+            };
+            match applied {
+                Ok(()) => {
+                    if let Ok(token) = outcome {
+                        self.granted.borrow_mut().push((waiter, token.clone()));
+                    }
+                }
+                Err(e) => log(LogLevel::Warn, &format!("resuming a request after its token fetch: {e}")),
+            }
+        }
+        let _ = hostcalls::set_effective_context(current);
     }
 }
 
@@ -165,45 +207,29 @@ fn dispatch(managed: &Managed, metrics: &Metrics, repository: &str) -> Result<u3
     })
 }
 
-/// Resumes each waiter with the token, or answers it with the refusal, then returns the host to
-/// the `current` context.
-fn resolve(waiters: &[u32], outcome: &Result<Grant, Refusal>, current: u32) {
-    let bearer = outcome.as_ref().map(|grant| format!("Bearer {}", grant.token));
-    for &waiter in waiters {
-        if hostcalls::set_effective_context(waiter).is_err() {
-            continue; // It ended meanwhile.
-        }
-        let applied = match &bearer {
-            Ok(bearer) => set_header(MapType::HttpRequestHeaders, "authorization", Some(bearer))
-                .and_then(|()| host("resume_http_request", hostcalls::resume_http_request())),
-            Err(refusal) => send_refusal(refusal, None),
-        };
-        if let Err(e) = applied {
-            log(LogLevel::Warn, &format!("resuming a request after its token fetch: {e}"));
-        }
-    }
-    let _ = hostcalls::set_effective_context(current);
-}
-
 fn answer_status() -> Option<u32> {
     let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status").ok().flatten()?;
     std::str::from_utf8(&status).ok()?.parse().ok()
 }
 
-/// A fresh token for `project` from the shared cache.
-fn cached(managed: &Managed, project: &str) -> Result<Option<String>, HostError> {
+/// What the shared cache holds for `project`, if it still holds: a token, or the refusal of a
+/// recent failure.
+fn cached(managed: &Managed, project: &str) -> Result<Option<Result<String, Refusal>>, HostError> {
     let key = token::cache_key(managed, project);
     let (value, _) = host("get_shared_data", hostcalls::get_shared_data(&key))?;
     let now = now_secs()?;
-    Ok(value.as_deref().and_then(CacheEntry::decode).filter(|entry| entry.is_fresh(now)).map(|entry| entry.token.to_owned()))
+    let entry = value.as_deref().and_then(CacheEntry::decode).filter(|entry| entry.is_fresh(now));
+    Ok(entry.map(|entry| entry.answer().map(str::to_owned)))
 }
 
-/// Caches `grant` unless another VM cached a fresher token meanwhile.
-fn store(managed: &Managed, project: &str, grant: &Grant) -> Result<(), HostError> {
+/// Caches `entry` unless another VM cached a token that holds longer meanwhile.
+fn store(managed: &Managed, project: &str, entry: CacheEntry<'_>) -> Result<(), HostError> {
     let key = token::cache_key(managed, project);
-    let entry = CacheEntry::for_grant(grant, now_secs()?);
     let (value, cas) = host("get_shared_data", hostcalls::get_shared_data(&key))?;
-    if value.as_deref().and_then(CacheEntry::decode).is_some_and(|old| old.fresh_until >= entry.fresh_until) {
+    let old = value.as_deref().and_then(CacheEntry::decode);
+    if let Some(old @ CacheEntry::Token { .. }) = old
+        && old.until() >= entry.until()
+    {
         return Ok(());
     }
     write_entry(&key, entry.encode().as_bytes(), cas)

@@ -21,6 +21,7 @@ use crate::config::Managed;
 use crate::decide::{decide, Decision, Refusal, Request, Route};
 use crate::oci::{self, ErrorCode};
 use crate::scope::{ScopedConfig, Selector};
+use crate::token;
 use crate::Config;
 use fetches::{Fetches, TokenFor};
 use host::{debug_enabled, header, header_map, host, log, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
@@ -193,6 +194,9 @@ struct Forwarded {
     authority: Vec<u8>,
     /// The scheme the client used, for the realm ([`challenge::client_scheme`]).
     scheme: &'static str,
+    /// Managed mode: the robot's token the request was forwarded with, when it was cached
+    /// (a request resumed after a fetch finds its token in [`Fetches::token_of`]).
+    robot_token: Option<String>,
 }
 
 impl Context for MirrorRequest {
@@ -239,9 +243,23 @@ impl HttpContext for MirrorRequest {
         {
             log(LogLevel::Warn, &e.to_string());
         }
-        if let Some(shared) = self.shared.clone()
-            && let Some(forwarded) = self.forwarded.take()
-            && is_unauthorized(&shared.config)
+        let (Some(shared), Some(forwarded)) = (self.shared.clone(), self.forwarded.take()) else {
+            return Action::Continue;
+        };
+        if shared.config.auth.managed.is_some() {
+            let robot_token = forwarded.robot_token.clone().or_else(|| shared.fetches.token_of(self.id));
+            return match robot_token {
+                Some(token) if is_unauthorized() => match refuse_robot_token(&shared, &forwarded, &token) {
+                    Ok(action) => action,
+                    Err(e) => {
+                        log(LogLevel::Warn, &e.to_string());
+                        Action::Continue
+                    }
+                },
+                _ => Action::Continue,
+            };
+        }
+        if has_challenge(&shared.config)
             && let Err(e) = on_unauthorized(&shared, &forwarded)
         {
             log(LogLevel::Warn, &e.to_string());
@@ -331,7 +349,7 @@ impl MirrorRequest {
                 let forwarded = new_path.as_deref().unwrap_or(request.path);
                 self.authenticate(shared, managed, &route, forwarded, pull, debug_header.as_deref())?
             }
-            None => Authenticated::Continue,
+            None => Authenticated::Continue(None),
         };
         let (registry, mapped) = match route {
             Route::Mapped { registry, .. } => (Some(registry.index), true),
@@ -340,9 +358,13 @@ impl MirrorRequest {
         };
         let scheme = challenge::client_scheme(&headers.scheme, &headers.forwarded_proto);
         let RequestHeaders { path: original_path, authority, .. } = headers;
-        self.forwarded = Some(Forwarded { registry, mapped, pull, path: new_path, original_path, authority, scheme });
+        let robot_token = match &authenticated {
+            Authenticated::Continue(token) => token.clone(),
+            _ => None,
+        };
+        self.forwarded = Some(Forwarded { registry, mapped, pull, path: new_path, original_path, authority, scheme, robot_token });
         match authenticated {
-            Authenticated::Continue => {
+            Authenticated::Continue(_) => {
                 self.debug_header = debug_header;
                 Ok(Action::Continue)
             }
@@ -354,8 +376,8 @@ impl MirrorRequest {
         }
     }
 
-    /// Managed mode: answers the ping, and gives repository requests the robot's token in place
-    /// of whatever Authorization the client sent.
+    /// Managed mode: no client credential goes on (the decision already answered everything
+    /// but the registry API); answers the ping, and gives repository requests the robot's token.
     fn authenticate(
         &mut self,
         shared: &Shared,
@@ -365,9 +387,10 @@ impl MirrorRequest {
         pull: bool,
         debug_header: Option<&str>,
     ) -> Result<Authenticated, HostError> {
-        if oci::is_registry_path(forwarded) {
-            // Clients' credentials are for other registries (docker sends Docker Hub's).
-            set_header(MapType::HttpRequestHeaders, "authorization", None)?;
+        // Clients' credentials are for other registries (docker sends Docker Hub's), and Harbor
+        // must see only the robot.
+        for name in CLIENT_CREDENTIALS {
+            set_header(MapType::HttpRequestHeaders, name, None)?;
         }
         match route {
             Route::Ping { .. } if pull => {
@@ -376,12 +399,12 @@ impl MirrorRequest {
             }
             Route::Mapped { .. } | Route::Prefixed => {
                 let Some(repository) = oci::repository_in(forwarded) else {
-                    return Ok(Authenticated::Continue);
+                    return Ok(Authenticated::Continue(None));
                 };
                 match shared.fetches.token_for(managed, &shared.metrics, self.id, repository) {
                     Ok(TokenFor::Cached(token)) => {
                         set_header(MapType::HttpRequestHeaders, "authorization", Some(&format!("Bearer {token}")))?;
-                        Ok(Authenticated::Continue)
+                        Ok(Authenticated::Continue(Some(token)))
                     }
                     Ok(TokenFor::Waiting) => Ok(Authenticated::Waiting),
                     Err(refusal) => {
@@ -390,54 +413,65 @@ impl MirrorRequest {
                     }
                 }
             }
-            _ => Ok(Authenticated::Continue),
+            _ => Ok(Authenticated::Continue(None)),
         }
     }
 }
 
+/// The request headers that carry a client's credentials, none of which managed mode forwards.
+const CLIENT_CREDENTIALS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
 /// What managed mode did with a request.
 enum Authenticated {
-    /// Forward it now.
-    Continue,
+    /// Forward it now, with the robot's cached token when it is a repository request.
+    Continue(Option<String>),
     /// Paused until its project's token fetch ends.
     Waiting,
     /// Answered here.
     Answered,
 }
 
-/// Whether the answer is a 401 the filter handles. Managed mode reads `:status`. Pass-through
-/// mode only rewrites challenges, and looks for one instead: asking for a header that is absent
-/// (most answers have none) costs a tenth of reading one that is there, and a challenge is
-/// what a 401 carries (RFC 9110 15.5.2); on another status it is pointed back at this proxy
-/// just the same.
-fn is_unauthorized(config: &Config) -> bool {
-    if config.auth.managed.is_some() {
-        return matches!(header(MapType::HttpResponseHeaders, ":status").as_deref(), Ok(b"401"));
-    }
+/// Whether the answer is a 401.
+fn is_unauthorized() -> bool {
+    header(MapType::HttpResponseHeaders, ":status").is_ok_and(|value| value == b"401")
+}
+
+/// Pass-through mode: whether the answer carries a challenge to point back at this proxy.
+/// Asking for a header that is absent (most answers have none) costs a tenth of reading one
+/// that is there, so the filter looks for the challenge rather than the status: a challenge is
+/// what a 401 carries (RFC 9110 15.5.2), and on another status it is pointed back just the same.
+fn has_challenge(config: &Config) -> bool {
     config.auth.rewrite_tokens && header(MapType::HttpResponseHeaders, "www-authenticate").is_ok_and(|value| !value.is_empty())
 }
 
-/// A 401 from Harbor. Pass-through mode: point every Bearer realm back at this proxy with the
+/// Managed mode: Harbor answered 401 to a request that carried the robot's `token`. The token
+/// leaves the cache, and the client gets an OCI error naming the robot and the project in
+/// place of Harbor's challenge, which an anonymous client could not answer.
+fn refuse_robot_token(shared: &Shared, forwarded: &Forwarded, token: &str) -> Result<Action, HostError> {
+    let Some(managed) = &shared.config.auth.managed else {
+        return Ok(Action::Continue);
+    };
+    let path = forwarded.path.as_deref().or_else(|| std::str::from_utf8(&forwarded.original_path).ok()).unwrap_or("");
+    let Some(repository) = oci::repository_in(path) else {
+        return Ok(Action::Continue);
+    };
+    let project = oci::first_component(repository).0;
+    let refusal = token::refused_robot_token(token, &managed.username, project);
+    log(LogLevel::Warn, &format!("harbor answered 401 to {path} with the robot's token: {}", refusal.message));
+    fetches::forget(managed, project)?;
+    send_refusal(&refusal, None)?;
+    Ok(Action::Pause)
+}
+
+/// A 401 from Harbor in pass-through mode: point every Bearer realm back at this proxy with the
 /// request's registry as `ns`, and turn `Basic realm="harbor"` on a rewritten request into a
-/// Bearer challenge. Managed mode: Harbor refused the robot's token, so drop it from the cache,
-/// and keep the challenge from the client, whose credentials must not go to Harbor.
+/// Bearer challenge.
 fn on_unauthorized(shared: &Shared, forwarded: &Forwarded) -> Result<(), HostError> {
     let config = &shared.config;
-    if config.auth.managed.is_none() && !config.auth.rewrite_tokens {
-        return Ok(());
-    }
     let path = match &forwarded.path {
         Some(path) => path.as_str(),
         None => std::str::from_utf8(&forwarded.original_path).unwrap_or(""),
     };
-    if let Some(managed) = &config.auth.managed {
-        if let Some(repository) = oci::repository_in(path) {
-            let project = oci::first_component(repository).0;
-            log(LogLevel::Warn, &format!("harbor answered 401 to {path} with the robot's token for project {project}; dropping it from the cache"));
-            fetches::forget(managed, project)?;
-        }
-        return set_header(MapType::HttpResponseHeaders, "www-authenticate", None);
-    }
     let Ok(authority) = std::str::from_utf8(&forwarded.authority) else {
         return Ok(());
     };
