@@ -1,45 +1,74 @@
 #!/usr/bin/env python3
-"""Harbor 2.x's authentication, in front of a plain CNCF Distribution registry (test fixture).
+"""Harbor 2.x as the mirror meets it, in front of a plain CNCF Distribution registry (test fixture).
 
 The end-to-end suite has no Harbor, only `docker-registry`, which serves without any
-authentication. This server stands in front of it and answers the way Harbor does, so that real
-clients go through the same token dance they would go through against Harbor:
+authentication. This server stands in front of it and answers the way Harbor's source does
+(goharbor/harbor, paths under src/), so that real clients go through the same exchanges they
+would with Harbor, and the filter is tested against what Harbor really says:
 
-* `GET /v2/` without credentials gets 401 and a Bearer challenge whose realm is this server's
-  `/service/token`; a valid token or valid robot Basic credentials get 200; an Authorization
-  header it cannot use gets 401 `Basic realm="harbor"`.
-* `GET /service/token?scope=repository:<name>:pull,push` issues a JWT-shaped HS256 token (signed
-  with a secret drawn at every start) whose `access` holds only what Harbor would grant: `pull`
-  on a public project to anyone, anonymous callers included; `pull` on a private project and
-  `push` on a non-proxy project to a robot account that has the project; never `push` on a
-  proxy-cache project, never `*`, nothing for single-segment names or unknown projects. Scopes
-  that grant nothing are left out, not refused. Wrong Basic credentials get 401, and every method
-  but GET gets 405 (containerd tries POST first, then falls back to GET).
-* `/v2/<name>/(manifests|blobs|tags|referrers)/...` needs `pull` (GET, HEAD) or `push` (anything
-  else) on the name's project, the first path segment. Like Harbor, a token authorizes the whole
-  project it was granted on (a token for `p/a` opens `p/b`). Anonymous requests are always
-  challenged, even on public projects; an Authorization header that does not authorize gets
-  `Basic realm="harbor"`; a push to a proxy-cache project gets 403 `DENIED` before anything else.
-  What is authorized is forwarded to the registry unchanged (method, path, query, headers but
-  Authorization and hop-by-hop ones, the client's Host) and streamed both ways.
+* Before any auth, as the global middlewares do: a query Go cannot parse (`;`, a bad escape) is
+  400 `BAD_REQUEST` (`server/middleware/url`); repeated slashes are merged (`mergeslash`); a
+  repository path whose name has one segment is 400 `BAD_REQUEST` "bad request: invalid
+  repository name: <name>", an invalid manifest reference 404 `NOT_FOUND` (`artifactinfo`).
+* Who is calling (`server/middleware/security`): a Bearer token, on /v2 paths only; a robot's
+  Basic credentials; anything else, wrong Basic credentials included, is anonymous, and a wrong
+  Basic login first costs the failed-login delay (`core/auth`, 1.5 s).
+* `/service/token` (`core/service/token`): GET only (405 otherwise); `service` must be
+  `harbor-registry` (else 400, plain text "Unable to handle service: X"); repeated and
+  space-separated `scope`s; anonymous without scope is 401. The token lists every scope asked
+  for, each with every action the caller's role allows on its project whatever was asked, and
+  empty actions for unknown projects, single-segment names and other resource types. The answer
+  is `{"token", "access_token": "", "expires_in", "issued_at"}`. Tokens are JWTs whose claims
+  hold `iss`, `sub` (left out for an anonymous caller), `aud`, `exp`, `nbf`, `iat`, `jti` and
+  `access` (Harbor signs RS256; this fixture signs HS256 with a secret drawn at every start), or,
+  with `"token_format": "opaque"` (a token service whose tokens the mirror cannot read), random
+  strings this server remembers.
+* Every /v2 request (`server/middleware/v2auth`): `/v2/` needs an authenticated caller;
+  `/v2/_catalog` a system admin (there is none here: always `Basic realm="harbor"`); a
+  repository GET or HEAD without Authorization is challenged at once; otherwise an unknown
+  project is 401 with an empty `Www-Authenticate`, and an action the caller may not do is
+  challenged: `Bearer realm=...,service="harbor-registry",scope="repository:<name>:<pull | pull,push
+  | delete>"` without Authorization, `Basic realm="harbor"` with one. The realm is the external
+  URL's scheme with the request's Host (`harbor_version` "2.14", the default), or the external
+  URL itself ("2.11", as 2.11 to 2.13 do). The 401 body is `{"errors":[{"code":"UNAUTHORIZED",
+  "message":"<cause>: <cause>"}]}` (Harbor's error wrapping writes the cause twice), typed
+  `application/json; charset=utf-8`, with `Docker-Distribution-Api-Version`.
+* Proxy-cache projects (`server/middleware/repoproxy`): for a Docker Hub project (`"proxy":
+  "docker-hub"`), `<project>/<single>` is 301 to `/v2/<project>/library/<single>/...` on GET and
+  HEAD manifests, GET blobs and GET tags/list only, the query dropped; a PUT manifest or POST
+  blob upload to any proxy project by a caller allowed to push is 403 `DENIED` "denied: can not
+  push artifact to a proxy project: <project>".
+* Tag lists are Harbor's own (`server/registry/util`): sorted, paged by `n` and `last`, with
+  `Link: </v2/<name>/tags/list?last=<tag>&n=<n>>; rel="next"`; the name is Harbor's.
+  Everything else authorized is forwarded to the registry unchanged (method, path, query,
+  headers but Authorization and hop-by-hop ones, the client's Host) and streamed both ways.
 
 Every request is appended to the JSON-lines log (one object a line, written before the response
-goes out) which the suite asserts on; passwords and tokens are never logged.
+goes out) which the suite asserts on: who called (`auth`), whether a `Cookie` or
+`Proxy-Authorization` arrived, the scopes asked and what was granted. Passwords and tokens are
+never logged.
 
-Usage: python3 tests/harbor_auth.py CONFIG.json, a JSON object with `listen` (host:port),
-`registry` (the registry's base URL), `external_url` (this server as clients reach it: the token
-realm), `log` (the JSON-lines file), `projects` (name -> {"public": bool, "proxy": bool}), `robots`
-(name -> {"password": ..., "projects": [...]}), `token_seconds`, and, as a test knob Harbor does
-not have, `token_delay` (project -> seconds to wait before answering its token requests). It prints
-`harbor_auth listening on <listen>` once the socket is bound and serves until SIGTERM or SIGINT.
+Usage: python3 tests/harbor_auth.py CONFIG.json, a JSON object with `listen` (host:port), `name`
+(the log's `harbor` field, for several of these writing one log),
+`registry` (the registry's base URL), `external_url` (Harbor's configured external URL),
+`harbor_version` ("2.14" or "2.11": the realm rule), `log` (the JSON-lines file), `projects`
+(name -> {"public": bool, "proxy": registry type such as "docker-hub" or "quay", absent for a
+normal project}), `robots` (name -> {"password": ..., "access": {project: [actions]}}),
+`token_format` ("jwt" or "opaque"), `token_seconds`, `failed_login_delay` (seconds, default 1.5),
+and, as a test knob Harbor does not have, `token_delay` (project -> seconds to wait before
+answering its token requests). It prints `harbor_auth listening on <listen>` once the socket is
+bound and serves until SIGTERM or SIGINT.
 """
 import base64
 import binascii
 import hashlib
 import hmac
+import html
 import http.client
 import json
 import os
+import re
+import secrets
 import signal
 import socket
 import socketserver
@@ -51,13 +80,84 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SERVICE = "harbor-registry"
 ISSUER = "harbor-token-issuer"
+ROBOT_PREFIX = "robot$"
 COPY_CHUNK = 64 * 1024
 DRAIN_LIMIT = 1024 * 1024  # an unused request body up to this size is read, not left behind
 FORM_LIMIT = 64 * 1024
 REGISTRY_TIMEOUT = 120
 HOP_BY_HOP = {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding",
               "upgrade"}
-REPOSITORY_ROUTES = ("/manifests/", "/blobs/", "/tags/", "/referrers/")
+# The actions a token can carry (core/service/token's actionScopeMap, but scanner-pull).
+ACTIONS = ("pull", "push", "delete")
+# v2auth's action for each method; any other method is an "un-recognized request".
+METHOD_ACTIONS = {"GET": "pull", "HEAD": "pull", "POST": "push", "PATCH": "push", "PUT": "push",
+                  "DELETE": "delete"}
+# v2auth's challenge scope for each action.
+CHALLENGE_ACTIONS = {"pull": "pull", "push": "pull,push", "delete": "delete"}
+
+
+# Harbor's URL patterns (lib/patterns.go, with distribution's name and digest grammars) ---------
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)?"
+_NAME = "(?P<repository>" + _DOMAIN + _COMPONENT + "(?:/" + _COMPONENT + ")*)"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9a-fA-F]{32,}"
+_TAG = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
+_DIGEST_RE = re.compile(_DIGEST + r"\Z")
+URL_PATTERNS = {
+    "manifest": re.compile(r"^/v2/" + _NAME + r"/manifests/(?P<reference>.*)$"),
+    "tag_list": re.compile(r"^/v2/" + _NAME + r"/tags/list"),
+    "blob_upload": re.compile(r"^/v2/" + _NAME + r"/blobs/uploads[/a-zA-Z0-9\-_.=]*$"),
+    "blob": re.compile(r"^/v2/" + _NAME + r"/blobs/(?P<digest>" + _DIGEST + r")$"),
+    "referrers": re.compile(r"^/v2/" + _NAME + r"/referrers/(?P<reference>.*)$"),
+}
+CATALOG = re.compile(r"^/v2/_catalog(/.*)?$")
+
+
+class ArtifactInfo:
+    """What artifactinfo reads off a /v2 path: the route kind, repository and project."""
+
+    def __init__(self, kind, repository, reference=None):
+        self.kind = kind
+        self.repository = repository
+        self.project = repository.split("/", 1)[0]
+        self.reference = reference
+
+
+class HarborError(Exception):
+    """An error Harbor answers with lib/http.SendError: status, code, message."""
+
+    def __init__(self, status, code, message):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def artifact_info(path):
+    """artifactinfo's reading of a path: None when it is no artifact route."""
+    for kind, pattern in URL_PATTERNS.items():
+        match = pattern.match(path)
+        if not match:
+            continue
+        repository = match.group("repository")
+        if "/" not in repository:
+            raise HarborError(400, "BAD_REQUEST", "bad request: invalid repository name: " + repository)
+        reference = match.groupdict().get("reference")
+        if reference is not None and not (_DIGEST_RE.match(reference) or _TAG.match(reference)):
+            raise HarborError(404, "NOT_FOUND", "invalid reference format")
+        return ArtifactInfo(kind, repository, reference or match.groupdict().get("digest"))
+    return None
+
+
+def check_query(raw_query):
+    """Go's url.ParseQuery, as the url middleware runs it: its error, or None."""
+    for pair in raw_query.split("&"):
+        if ";" in pair:
+            return "invalid semicolon separator in query"
+        for part in pair.split("=", 1):
+            bad = re.search(r"%(?![0-9a-fA-F]{2})(.{0,2})", part)
+            if bad:
+                return "invalid URL escape %s" % json.dumps("%" + bad.group(1))
+    return None
 
 
 # Tokens ------------------------------------------------------------------------------------------
@@ -78,71 +178,40 @@ def sign(secret, signing_input):
     return b64url(hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest())
 
 
-def make_token(secret, subject, access, issued_at, seconds):
-    header = b64url(compact_json({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = {"iss": ISSUER, "sub": subject, "aud": SERVICE, "exp": issued_at + seconds,
-              "iat": issued_at, "access": access}
-    signing_input = header + "." + b64url(compact_json(claims).encode())
-    return signing_input + "." + sign(secret, signing_input)
+def parse_scopes(pairs):
+    """Every `scope` value of the parameters, each split on spaces (token.parseScopes)."""
+    return [scope for key, value in pairs if key == "scope" for scope in value.split(" ")]
 
 
-def verify_token(secret, token):
-    """The token's claims if its signature checks and it has not expired, else None."""
-    parts = token.split(".")
-    if len(parts) != 3:
+def resource_actions(scope):
+    """GetResourceActions for one scope: {"type", "name", "actions"}; None for an empty one."""
+    if scope == "":
         return None
-    signing_input = parts[0] + "." + parts[1]
-    if not hmac.compare_digest(sign(secret, signing_input), parts[2]):
-        return None
-    try:
-        claims = json.loads(b64url_decode(parts[1]))
-    except (ValueError, binascii.Error):
-        return None
-    if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int):
-        return None
-    return claims if claims["exp"] > time.time() else None
-
-
-# Harbor's rules ----------------------------------------------------------------------------------
-
-def project_of(name):
-    """The project of a repository name: its first segment; None for a single-segment name."""
-    project, slash, _ = name.partition("/")
-    return project if slash and project else None
-
-
-def repository_name(path):
-    """The repository of /v2/<name>/(manifests|blobs|tags|referrers)/..., or None."""
-    rest = path[len("/v2/"):]
-    end = max(rest.rfind(route) for route in REPOSITORY_ROUTES)
-    return rest[:end] if end > 0 else None
-
-
-def parse_scope(scope):
-    """(type, name, actions) of `type:name:actions`, the name keeping any ':'; None if malformed."""
-    kind, _, rest = scope.partition(":")
-    name, colon, actions = rest.rpartition(":")
-    if not colon:
-        return None
-    return kind, name, [action for action in actions.split(",") if action]
-
-
-def requested_scopes(pairs):
-    """Every `scope` value of the parameters, each split on spaces."""
-    return [scope for key, value in pairs if key == "scope" for scope in value.split()]
+    items = scope.split(":")
+    if len(items) == 1:
+        return {"type": items[0], "name": "", "actions": []}
+    if len(items) == 2:
+        return {"type": items[0], "name": items[1], "actions": []}
+    actions = items[-1].split(",") if items[-1] else []
+    return {"type": items[0], "name": ":".join(items[1:-1]), "actions": actions}
 
 
 class Caller:
-    """Who sent a request, from its Authorization header."""
+    """Who sent a request (a security context), from its Authorization header."""
 
-    def __init__(self, auth, robot=None, access=None):
-        self.auth = auth      # the log's "auth" field
-        self.robot = robot    # the robot account, for valid Basic credentials
-        self.access = access  # the token's access list, for a valid Bearer token
+    def __init__(self, auth, robot=None, subject=None, access=None):
+        self.auth = auth        # the log's "auth" field
+        self.robot = robot      # the robot account, for its valid Basic credentials
+        self.subject = subject  # a Bearer token's `sub`
+        self.access = access    # a Bearer token's access map: project -> actions
 
     @property
     def authenticated(self):
-        return self.robot is not None or self.access is not None
+        return self.robot is not None or bool(self.subject)
+
+    @property
+    def username(self):
+        return self.robot or self.subject or ""
 
 
 class Fixture:
@@ -150,83 +219,145 @@ class Fixture:
 
     def __init__(self, config):
         self.listen = config["listen"]
+        self.name = config.get("name", "harbor")
         self.registry = urllib.parse.urlsplit(config["registry"])
-        self.realm = config["external_url"].rstrip("/") + "/service/token"
+        self.external_url = config["external_url"].rstrip("/")
+        self.version = str(config.get("harbor_version", "2.14"))
+        if self.version not in ("2.14", "2.11"):
+            raise SystemExit("harbor_version: 2.14 or 2.11, not %r" % self.version)
         self.projects = config.get("projects", {})
         self.robots = config.get("robots", {})
+        self.token_format = config.get("token_format", "jwt")
+        if self.token_format not in ("jwt", "opaque"):
+            raise SystemExit("token_format: jwt or opaque, not %r" % self.token_format)
         self.token_seconds = int(config.get("token_seconds", 1800))
+        self.failed_login_delay = float(config.get("failed_login_delay", 1.5))
         # Test knob, not Harbor: seconds to wait before answering token requests for a project.
         self.token_delay = config.get("token_delay", {})
         self.secret = os.urandom(32)
+        self.kid = b64url(os.urandom(12))
+        self.opaque = {}  # opaque token -> claims
+        self.opaque_lock = threading.Lock()
         self.log = JsonLog(config["log"])
 
-    def identify(self, header):
+    # Who is calling (server/middleware/security)
+
+    def identify(self, header, path):
         if header is None:
             return Caller("none")
         scheme, _, credentials = header.strip().partition(" ")
         scheme, credentials = scheme.lower(), credentials.strip()
-        if scheme == "basic":
-            return self.basic_caller(credentials)
         if scheme == "bearer":
-            claims = verify_token(self.secret, credentials)
+            if not path.startswith("/v2"):
+                return Caller("bearer-ignored")  # the v2 token generator reads /v2 paths only
+            claims = self.verify_token(credentials)
             if claims is None:
                 return Caller("bearer-invalid")
-            access = claims.get("access")
-            return Caller("bearer:" + str(claims.get("sub", "")),
-                          access=access if isinstance(access, list) else [])
+            access = {}
+            for entry in claims.get("access") or []:
+                if isinstance(entry, dict) and entry.get("type") == "repository":
+                    project = str(entry.get("name", "")).split("/")[0]
+                    access.setdefault(project, set()).update(entry.get("actions") or [])
+            subject = str(claims.get("sub", ""))
+            return Caller("bearer:" + subject, subject=subject, access=access)
+        if scheme == "basic":
+            return self.basic_caller(credentials)
         return Caller("other")
 
     def basic_caller(self, credentials):
         try:
-            decoded = base64.b64decode(credentials, validate=True).decode()
+            user, colon, password = base64.b64decode(credentials, validate=True).decode().partition(":")
         except (ValueError, binascii.Error):
-            return Caller("basic-invalid")
-        user, colon, password = decoded.partition(":")
-        robot = self.robots.get(user)
-        if not colon or robot is None or not hmac.compare_digest(
-                password.encode(), str(robot.get("password", "")).encode()):
-            return Caller("basic-invalid")
-        return Caller("basic:" + user, robot=user)
+            return Caller("basic-malformed")
+        robot = self.robots.get(user) if user.startswith(ROBOT_PREFIX) else None
+        if colon and robot is not None and hmac.compare_digest(password.encode(), str(robot.get("password", "")).encode()):
+            return Caller("basic:" + user, robot=user)
+        # Not a robot's: core/auth's login fails, and a failed login costs its delay.
+        time.sleep(self.failed_login_delay)
+        return Caller("basic-invalid")
+
+    # Harbor's permission model
+
+    def allowed_actions(self, caller, project):
+        """What the caller's role lets it do on a project (none on an unknown one)."""
+        settings = self.projects.get(project)
+        if settings is None:
+            return set()
+        if caller.access is not None:
+            return set(caller.access.get(project, ())) & set(ACTIONS)
+        allowed = {"pull"} if settings.get("public") else set()
+        if caller.robot is not None:
+            allowed.update(self.robots[caller.robot].get("access", {}).get(project, ()))
+        return allowed & set(ACTIONS)
 
     def is_proxy(self, project):
         return bool(self.projects.get(project, {}).get("proxy"))
 
-    def allowed_actions(self, robot, project):
-        """What Harbor lets a robot (None: anonymous) do on a project."""
-        settings = self.projects.get(project) if project else None
-        if settings is None:
-            return set()
-        member = robot is not None and project in self.robots[robot].get("projects", [])
-        allowed = set()
-        if settings.get("public") or member:
-            allowed.add("pull")
-        if member and not settings.get("proxy"):
-            allowed.add("push")
-        return allowed
+    def is_docker_hub(self, project):
+        return self.projects.get(project, {}).get("proxy") == "docker-hub"
 
-    def grant(self, robot, scopes):
-        """The token's access list: the requested actions Harbor grants, scope by scope."""
+    # Tokens
+
+    def filtered_access(self, caller, scopes):
+        """filterAccess: every scope asked for, with what Harbor grants on it."""
         access = []
         for scope in scopes:
-            parsed = parse_scope(scope)
-            if parsed is None or parsed[0] != "repository":
+            entry = resource_actions(scope)
+            if entry is None:
                 continue
-            _, name, actions = parsed
-            allowed = self.allowed_actions(robot, project_of(name))
-            granted = list(dict.fromkeys(action for action in actions if action in allowed))
-            if granted:
-                access.append({"type": "repository", "name": name, "actions": granted})
+            if entry["type"] == "repository" and "/" in entry["name"]:
+                project = entry["name"].split("/", 1)[0]
+                entry["actions"] = sorted(self.allowed_actions(caller, project))
+            else:
+                # Unknown types, single-segment names, and registry:catalog for a non-admin.
+                entry["actions"] = []
+            access.append(entry)
         return access
 
-    def may(self, caller, project, action):
-        """Whether the caller may do action on a repository of project."""
-        if caller.access is not None:
-            return any(isinstance(entry, dict) and entry.get("type") == "repository"
-                       and project_of(str(entry.get("name", ""))) == project
-                       and action in entry.get("actions", []) for entry in caller.access)
-        if caller.robot is not None:
-            return action in self.allowed_actions(caller.robot, project)
-        return False
+    def make_token(self, caller, access):
+        now = int(time.time())
+        claims = {"iss": ISSUER}
+        if caller.username:
+            claims["sub"] = caller.username
+        claims.update({"aud": SERVICE, "exp": now + self.token_seconds, "nbf": now, "iat": now,
+                       "jti": secrets.token_hex(8), "access": access})
+        if self.token_format == "opaque":
+            token = secrets.token_hex(24)
+            with self.opaque_lock:
+                self.opaque[token] = claims
+            return token, now
+        header = b64url(compact_json({"alg": "HS256", "kid": self.kid, "typ": "JWT"}).encode())
+        signing_input = header + "." + b64url(compact_json(claims).encode())
+        return signing_input + "." + sign(self.secret, signing_input), now
+
+    def verify_token(self, token):
+        """The token's claims if it is one this server issued and it has not expired, else None."""
+        if self.token_format == "opaque":
+            with self.opaque_lock:
+                claims = self.opaque.get(token)
+        else:
+            parts = token.split(".")
+            if len(parts) != 3:
+                return None
+            signing_input = parts[0] + "." + parts[1]
+            if not hmac.compare_digest(sign(self.secret, signing_input), parts[2]):
+                return None
+            try:
+                claims = json.loads(b64url_decode(parts[1]))
+            except (ValueError, binascii.Error):
+                return None
+        if not isinstance(claims, dict) or claims.get("aud") != SERVICE or not isinstance(claims.get("exp"), int):
+            return None
+        return claims if claims["exp"] > time.time() else None
+
+    # Challenges
+
+    def realm(self, host):
+        """tokenSvcURL: 2.14+ the external URL's scheme with the request's Host; before, the URL."""
+        if self.version == "2.14" and host:
+            scheme = self.external_url.split("://", 1)[0]
+            return scheme + "://" + host + "/service/token"
+        return self.external_url + "/service/token"
 
     def registry_connection(self):
         https = self.registry.scheme == "https"
@@ -252,11 +383,15 @@ class JsonLog:
 
 # Errors ------------------------------------------------------------------------------------------
 
-def error_body(code, message, **extra):
-    return {"errors": [dict({"code": code, "message": message}, **extra)]}
+def error_body(code, message):
+    return {"errors": [{"code": code, "message": message}]}
 
 
-UNAUTHORIZED = error_body("UNAUTHORIZED", "unauthorized: authentication required", detail=None)
+def unauthorized(cause):
+    """v2auth's 401: UnauthorizedError(err).WithMessage(err.Error()) prints the cause twice."""
+    return HarborError(401, "UNAUTHORIZED", cause + ": " + cause)
+
+
 BASIC_CHALLENGE = 'Basic realm="harbor"'
 
 
@@ -312,21 +447,19 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 300  # idle keep-alive connections are dropped after this
 
     def handle_any(self):
-        fixture = self.server.fixture
         self.body_consumed = False
-        path, _, query = self.path.partition("?")
-        caller = fixture.identify(self.headers.get("Authorization"))
-        record = {"method": self.command, "path": path, "query": query, "auth": caller.auth,
+        raw_path, _, query = self.path.partition("?")
+        # Go's router sees the decoded path, slashes merged.
+        path = re.sub(r"/+", "/", urllib.parse.unquote(raw_path))
+        record = {"harbor": self.server.fixture.name, "method": self.command, "path": raw_path, "query": query, "auth": None,
+                  "cookie": "Cookie" in self.headers,
+                  "proxy_authorization": "Proxy-Authorization" in self.headers,
                   "status": None, "scopes": [], "granted": []}
         try:
-            if path == "/service/token":
-                self.token(record, caller, query)
-            elif path in ("/v2", "/v2/"):
-                self.ping(record, caller)
-            elif path.startswith("/v2/"):
-                self.repository(record, caller, path)
-            else:
-                self.reply(record, 404, error_body("NOT_FOUND", "not found"))
+            try:
+                self.serve(record, path, query)
+            except HarborError as error:
+                self.send_error_json(record, error)
         except OSError:  # the client went away, or sent a body that cannot be read
             self.close_connection = True
 
@@ -335,77 +468,181 @@ class Handler(BaseHTTPRequestHandler):
     def log_request(self, code="-", size="-"):
         pass  # the JSON log has every request; stderr keeps only errors
 
-    # Routes
+    def serve(self, record, path, query):
+        fixture = self.server.fixture
+        problem = check_query(query) if query else None
+        if problem:
+            raise HarborError(400, "BAD_REQUEST", problem)
+        info = artifact_info(path) if path.startswith("/v2/") else None
+        caller = fixture.identify(self.headers.get("Authorization"), path)
+        record["auth"] = caller.auth
+        if path == "/service/token":
+            self.token(record, caller, query)
+        elif path == "/v2" or path.startswith("/v2/"):
+            self.v2auth(caller, path, info)
+            self.registry_route(record, caller, path, query, info)
+        else:
+            raise HarborError(404, "NOT_FOUND", "not found")
+
+    # /service/token
 
     def token(self, record, caller, query):
         fixture = self.server.fixture
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
         if self.command != "GET":
             if self.command == "POST":
                 record["scopes"] = self.form_scopes()
-            self.reply(record, 405, error_body("UNSUPPORTED", "method not allowed"))
+            self.reply_text(record, 405, "Method Not Allowed")
             return
-        record["scopes"] = requested_scopes(urllib.parse.parse_qsl(query, keep_blank_values=True))
-        if caller.auth == "basic-invalid":
-            self.reply(record, 401, error_body("UNAUTHORIZED", "authentication failed"))
+        service = dict(pairs).get("service", "")
+        if service != SERVICE:
+            self.reply_text(record, 400, html.escape("Unable to handle service: " + service))
             return
-        delays = [fixture.token_delay.get(project_of(parsed[1]), 0)
-                  for parsed in map(parse_scope, record["scopes"]) if parsed]
+        record["scopes"] = parse_scopes(pairs)
+        if not caller.authenticated and not record["scopes"]:
+            self.reply_text(record, 401, "")  # docker login with wrong credentials
+            return
+        delays = [fixture.token_delay.get(entry["name"].split("/")[0], 0)
+                  for entry in filter(None, map(resource_actions, record["scopes"]))]
         if delays and max(delays) > 0:
             time.sleep(max(delays))
-        access = fixture.grant(caller.robot, record["scopes"])
+        access = fixture.filtered_access(caller, record["scopes"])
         record["granted"] = [entry["name"] + ":" + ",".join(entry["actions"]) for entry in access]
-        now = int(time.time())
-        token = make_token(fixture.secret, caller.robot or "", access, now, fixture.token_seconds)
+        token, now = fixture.make_token(caller, access)
         issued_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
-        self.reply(record, 200, {"token": token, "access_token": token,
-                                 "expires_in": fixture.token_seconds, "issued_at": issued_at})
+        self.reply_json(record, 200, {"token": token, "access_token": "",
+                                      "expires_in": fixture.token_seconds, "issued_at": issued_at})
 
-    def ping(self, record, caller):
-        if caller.auth == "none":
-            self.reply(record, 401, UNAUTHORIZED, self.bearer_challenge())
-        elif caller.authenticated:
-            self.reply(record, 200, {}, api_version=True)
-        else:
-            self.reply(record, 401, UNAUTHORIZED, BASIC_CHALLENGE)
+    # /v2: v2auth, then the route
 
-    def repository(self, record, caller, path):
-        fixture = self.server.fixture
-        name = repository_name(path)
-        if name is None:
-            self.reply(record, 404, error_body("NOT_FOUND", "not found"))
+    def v2auth(self, caller, path, info):
+        """reqChecker.check: raises the 401 with its challenge, or returns."""
+        has_auth = self.headers.get("Authorization") is not None
+        if path in ("/v2", "/v2/"):
+            if not caller.authenticated:
+                raise self.challenged(unauthorized("unauthorized"), None)
             return
-        project = project_of(name)
-        action = "pull" if self.command in ("GET", "HEAD") else "push"
-        if action == "push" and fixture.is_proxy(project):
-            message = "can not push artifact to a proxy project: " + project
-            self.reply(record, 403, error_body("DENIED", message), api_version=True)
-        elif fixture.may(caller, project, action):
-            self.forward(record)
-        elif caller.auth == "none":
-            scope = "repository:%s:%s" % (name, "pull" if action == "pull" else "pull,push")
-            self.reply(record, 401, UNAUTHORIZED, self.bearer_challenge(scope))
+        if CATALOG.match(path):
+            raise self.challenged(unauthorized("unauthorized to list catalog"), None, basic=True)
+        action = METHOD_ACTIONS.get(self.command)
+        if info is None or action is None:
+            raise self.challenged(unauthorized("un-recognized request: %s %s" % (self.command, path)), "")
+        if not has_auth and self.command in ("GET", "HEAD"):
+            raise self.challenged(unauthorized("authorize header needed to send HEAD to repository"),
+                                  "repository:%s:pull" % info.repository)
+        fixture = self.server.fixture
+        if info.project not in fixture.projects:
+            not_found = "project %s not found" % info.project
+            raise self.challenged(unauthorized(not_found), "")
+        if action not in fixture.allowed_actions(caller, info.project):
+            cause = "unauthorized to access repository: %s, action: %s" % (info.repository, action)
+            raise self.challenged(unauthorized(cause), "repository:%s:%s" % (info.repository, CHALLENGE_ACTIONS[action]))
+
+    def challenged(self, error, scope, basic=False):
+        """The 401 with getChallenge's header; `scope` "" means an empty header (no challenge)."""
+        if scope == "":
+            error.challenge = ""
+        elif basic or self.headers.get("Authorization") is not None:
+            error.challenge = BASIC_CHALLENGE
         else:
-            self.reply(record, 401, UNAUTHORIZED, BASIC_CHALLENGE)
+            fixture = self.server.fixture
+            challenge = 'Bearer realm="%s",service="%s"' % (fixture.realm(self.headers.get("Host", "")), SERVICE)
+            error.challenge = challenge + (',scope="%s"' % scope if scope else "")
+        error.api_version = True
+        return error
 
-    def bearer_challenge(self, scope=None):
-        challenge = 'Bearer realm="%s",service="%s"' % (self.server.fixture.realm, SERVICE)
-        return challenge + (',scope="%s"' % scope if scope else "")
+    def registry_route(self, record, caller, path, query, info):
+        fixture = self.server.fixture
+        if info is None:
+            self.forward(record)  # /v2/
+            return
+        project, rest = info.project, info.repository.split("/", 1)[1]
+        single = "/" not in rest
+        redirectable = {"manifest": ("GET", "HEAD"), "blob": ("GET",), "tag_list": ("GET",)}
+        if single and fixture.is_docker_hub(project) and self.command in redirectable.get(info.kind, ()):
+            tail = {"manifest": "/manifests/" + str(info.reference), "blob": "/blobs/" + str(info.reference),
+                    "tag_list": "/tags/list"}[info.kind]
+            self.redirect(record, "/v2/%s/library/%s%s" % (project, rest, tail))
+            return
+        uploads = info.kind == "blob_upload" and self.command == "POST"
+        if (uploads or (info.kind == "manifest" and self.command == "PUT")) and fixture.is_proxy(project):
+            raise HarborError(403, "DENIED", "denied: can not push artifact to a proxy project: " + project)
+        if info.kind == "tag_list" and self.command == "GET":
+            self.tag_list(record, info, query)
+            return
+        self.forward(record)
 
-    # Local replies
+    def tag_list(self, record, info, query):
+        """Harbor's own tag list: sorted, paged by n and last, the next page in a Link header."""
+        params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        n = params.get("n", "")
+        try:
+            n = int(n) if n != "" else None
+            if n is not None and n < 0:
+                raise ValueError
+        except ValueError:
+            raise HarborError(400, "BAD_REQUEST", "the N must be a positive int type")
+        last = params.get("last", "")
+        tags = sorted(set(self.registry_tags(info.repository)))
+        if last:
+            tags = [tag for tag in tags if tag > last]
+        link = None
+        if n is not None and len(tags) > n:
+            tags = tags[:n]
+            link = '</v2/%s/tags/list?%s>; rel="next"' % (info.repository, urllib.parse.urlencode({"last": tags[-1], "n": n}))
+        if n == 0:
+            tags = []
+        headers = [("Link", link)] if link else []
+        self.reply_json(record, 200, {"name": info.repository, "tags": tags}, headers=headers)
 
-    def reply(self, record, status, body, challenge=None, api_version=None):
-        """Sends a JSON reply of our own, after logging it."""
+    def registry_tags(self, repository):
+        connection = self.server.fixture.registry_connection()
+        try:
+            connection.request("GET", "/v2/%s/tags/list" % repository)
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            raise HarborError(500, "UNKNOWN", "internal server error") from error
+        finally:
+            connection.close()
+        if response.status != 200:
+            return []
+        return json.loads(body).get("tags") or []
+
+    # Replies
+
+    def send_error_json(self, record, error):
+        """lib/http.SendError."""
+        headers = []
+        challenge = getattr(error, "challenge", None)
+        if challenge is not None:
+            headers.append(("Www-Authenticate", challenge))
+        if getattr(error, "api_version", False):
+            headers.append(("Docker-Distribution-Api-Version", "registry/2.0"))
+        self.reply_json(record, error.status, error_body(error.code, error.message), headers=headers, newline=True)
+
+    def reply_json(self, record, status, body, headers=(), newline=False):
+        data = compact_json(body).encode() + (b"\n" if newline else b"")
+        self.reply(record, status, data, "application/json; charset=utf-8", headers)
+
+    def reply_text(self, record, status, text):
+        self.reply(record, status, text.encode(), "text/plain; charset=utf-8", ())
+
+    def redirect(self, record, location):
+        """Go's http.Redirect with 301 and a path."""
+        body = ('<a href="%s">Moved Permanently</a>.\n\n' % html.escape(location)).encode()
+        self.reply(record, 301, body, "text/html; charset=utf-8", [("Location", location)])
+
+    def reply(self, record, status, data, content_type, headers):
+        """Sends a reply of our own, after logging it."""
         self.discard_body()
         record["status"] = status
         self.server.fixture.log.write(record)
-        data = compact_json(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        if challenge:
-            self.send_header("WWW-Authenticate", challenge)
-        if api_version or (api_version is None and record["path"].startswith("/v2")):
-            self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
+        for name, value in headers:
+            self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -456,7 +693,7 @@ class Handler(BaseHTTPRequestHandler):
             return []
         self.body_consumed = True
         form = b"".join(read_exactly(self.rfile, length)).decode("utf-8", "replace")
-        return requested_scopes(urllib.parse.parse_qsl(form, keep_blank_values=True))
+        return parse_scopes(urllib.parse.parse_qsl(form, keep_blank_values=True))
 
     # Forwarding
 
@@ -484,7 +721,7 @@ class Handler(BaseHTTPRequestHandler):
                 if body is not None:
                     self.close_connection = True  # the request body may be half read
                 message = "registry unreachable: %s" % error
-                self.reply(record, 502, error_body("BAD_GATEWAY", message))
+                self.reply_json(record, 502, error_body("BAD_GATEWAY", message))
                 return
             record["status"] = response.status
             self.server.fixture.log.write(record)
