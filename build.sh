@@ -96,8 +96,8 @@ install_wasm_bindgen() {
 cmd_build() {
   install_rust_targets
   install_apt binaryen
-  say "cargo build --release --target wasm32-wasip1 --lib"
-  cargo build -q --release --target wasm32-wasip1 --lib
+  say "cargo build --release --target wasm32-wasip1 -p harbor-mirror-filter"
+  cargo build -q --release --target wasm32-wasip1 -p harbor-mirror-filter
   local raw=target/wasm32-wasip1/release/harbor_mirror.wasm
   mkdir -p dist
   wasm-opt "${WASM_OPT_FLAGS[@]}" "$raw" -o "$WASM"
@@ -105,7 +105,7 @@ cmd_build() {
   local size; size=$(stat -c %s "$WASM")
   say "dist/harbor_mirror.wasm: $(stat -c %s "$raw") bytes from cargo, $size after wasm-opt (budget $WASM_BUDGET)"
   [ "$size" -le "$WASM_BUDGET" ] || die "dist/harbor_mirror.wasm is $size bytes, over its budget of $WASM_BUDGET (BENCHMARKS.md)"
-  cargo build -q --release --bin harbor-mirror
+  cargo build -q --release -p harbor-mirror-cli
   cp target/release/harbor-mirror "$CLI"
   say "dist/harbor-mirror: the command-line tool (check, explain, import-k3s, clients), $(stat -c %s "$CLI") bytes"
 }
@@ -193,8 +193,8 @@ cmd_bench() {
   trap 'stop_started; rm -rf "$BENCH_RUN"' EXIT
   trap 'exit 130' INT TERM
 
-  say "the floor filter (examples/floor_filter.rs)"
-  cargo build -q --release --target wasm32-wasip1 --example floor_filter
+  say "the floor filter (crates/filter/examples/floor_filter.rs)"
+  cargo build -q --release --target wasm32-wasip1 -p harbor-mirror-filter --example floor_filter
   local floor=$out/floor_filter.wasm
   wasm-opt "${WASM_OPT_FLAGS[@]}" target/wasm32-wasip1/release/examples/floor_filter.wasm -o "$floor"
   {
@@ -207,10 +207,10 @@ cmd_bench() {
   say "core micro-benchmarks (benches/core.rs)"
   # Symbols kept (not the release profile's strip), for the profile below; same code.
   export CARGO_PROFILE_BENCH_STRIP=none CARGO_PROFILE_BENCH_DEBUG=line-tables-only
-  cargo bench -q --bench core | tee "$out/core.md"
+  cargo bench -q -p harbor-mirror-core --bench core | tee "$out/core.md"
   say "instruction profile of one decision (valgrind --tool=callgrind)"
   local core_bin
-  core_bin=$(cargo bench -q --bench core --no-run --message-format=json | jq -r 'select(.target.name == "core" and .executable != null) | .executable')
+  core_bin=$(cargo bench -q -p harbor-mirror-core --bench core --no-run --message-format=json | jq -r 'select(.target.name == "core" and .executable != null) | .executable')
   local shape
   for shape in "shape: containerd ns" "shape: token scope" "shape: regex rule"; do
     # Counted only inside Case::run_once: the decision, not the setup.
@@ -248,15 +248,15 @@ cmd_test() {
   install_rust_targets
   install_wasm_bindgen
   say "clippy (native and wasm32-wasip1), -D warnings"
-  cargo clippy -q --all-targets -- -D warnings
-  cargo clippy -q --target wasm32-wasip1 --all-targets -- -D warnings
-  say "native tests"
-  cargo test -q
+  cargo clippy -q --workspace --all-targets -- -D warnings
+  cargo clippy -q --target wasm32-wasip1 -p harbor-mirror-core -p harbor-mirror-filter --all-targets -- -D warnings
+  say "native tests (the workspace: core, filter, command line)"
+  cargo test -q --workspace
   say "fuzz targets, 20 s each on the committed corpus (./build.sh fuzz runs them longer)"
   tests/fuzz.sh 20
   say "the same core tests under wasm (wasm32-unknown-unknown, node)"
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-    cargo test --target wasm32-unknown-unknown --tests
+    cargo test --target wasm32-unknown-unknown -p harbor-mirror-core --tests
   cmd_build
   install_envoy
   say "envoy --mode validate of every config in envoy/"
@@ -270,7 +270,7 @@ cmd_test() {
   say "the OCI image: built twice (identical), pushed to a local registry, shapes checked, plugin.wasm pulled back"
   tests/image.sh "$WASM"
   say "the fault-injection build (for the FAIL_RELOAD case only; never in dist/)"
-  cargo build -q --release --target wasm32-wasip1 --lib --features fault-injection --target-dir target/fault-injection
+  cargo build -q --release --target wasm32-wasip1 -p harbor-mirror-filter --features fault-injection --target-dir target/fault-injection
   local fault_wasm=$ROOT/target/fault-injection/wasm32-wasip1/release/harbor_mirror.wasm
   say "end-to-end suite"
   install_apt docker-registry skopeo containerd podman docker.io curl jq

@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use harbor_mirror::{decide, Config, Decision, Request};
+use harbor_mirror_core::{decide, Config, Decision, Request};
 
 const SAMPLES: usize = 7;
 const SAMPLE_TIME: Duration = Duration::from_millis(40);

@@ -85,7 +85,8 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    pub(crate) fn new(status: u32, code: ErrorCode, message: String) -> Self {
+    /// A refusal with this status, code and message.
+    pub fn new(status: u32, code: ErrorCode, message: String) -> Self {
         Refusal { status, code, message }
     }
 

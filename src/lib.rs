@@ -8,7 +8,7 @@
 //! adapter (built for `wasm32-wasip1` only) applies decisions inside Envoy.
 //!
 //! ```
-//! use harbor_mirror::{decide, Config, Request};
+//! use harbor_mirror_core::{decide, Config, Request};
 //!
 //! let config = Config::from_json(br#"{
 //!     "registries": {"docker.io": {"project": "dockerhub-proxy"}},
@@ -21,7 +21,7 @@
 //! };
 //! let decision = decide(&config, &request);
 //! assert_eq!(decision.new_path(), Some("/v2/dockerhub-proxy/library/nginx/manifests/latest"));
-//! # Ok::<(), harbor_mirror::ConfigError>(())
+//! # Ok::<(), harbor_mirror_core::ConfigError>(())
 //! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -37,8 +37,6 @@ pub mod query;
 pub mod scope;
 pub mod token;
 
-#[cfg(target_os = "wasi")]
-mod filter;
 
 pub use config::{Config, ConfigError};
 pub use decide::{decide, Decision, Refusal, Request, Route, Rule, SelectedBy};

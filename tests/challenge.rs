@@ -3,7 +3,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use harbor_mirror::challenge::{client_scheme, parse, rewrite, RealmTarget};
+use harbor_mirror_core::challenge::{client_scheme, parse, rewrite, RealmTarget};
 
 /// A challenge as (scheme, [(name, value)], token68), for comparing.
 type Shape<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>);

@@ -4,7 +4,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use harbor_mirror::Config;
+use harbor_mirror_core::Config;
 
 fn error_of(json: &str) -> String {
     match Config::from_json(json.as_bytes()) {

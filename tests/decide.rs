@@ -8,7 +8,7 @@ mod common;
 
 use common::Expect::*;
 use common::{check, parse};
-use harbor_mirror::{decide, Config, Decision, Request};
+use harbor_mirror_core::{decide, Config, Decision, Request};
 
 /// The configuration of the issue's contract, plus host routing for quay.io.
 const CONFIG: &str = r#"{

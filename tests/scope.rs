@@ -4,7 +4,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use harbor_mirror::{decide, Request, ScopedConfig};
+use harbor_mirror_core::{decide, Request, ScopedConfig};
 
 /// What Higress sends for `matchRules` on two domains, with a global configuration.
 const SCOPED: &str = r#"{
@@ -90,7 +90,7 @@ fn a_bad_envelope_is_refused_with_the_rule_and_field() {
 fn errors_of_a_plain_configuration_are_the_configurations_own() {
     for json in ["not json", "[]", r#"{"registries": {}}"#, r#"{"a": 1, "a": 2}"#, ""] {
         let scoped = ScopedConfig::from_json(json.as_bytes()).map(|_| ()).map_err(|e| e.to_string());
-        let plain = harbor_mirror::Config::from_json(json.as_bytes()).map(|_| ()).map_err(|e| e.to_string());
+        let plain = harbor_mirror_core::Config::from_json(json.as_bytes()).map(|_| ()).map_err(|e| e.to_string());
         assert_eq!(scoped, plain, "{json}");
     }
 }

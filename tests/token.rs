@@ -5,7 +5,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use harbor_mirror::token::{
+use harbor_mirror_core::token::{
     judge_answer, managed_token_path, parse_grant, refused_robot_token, CacheEntry, FetchFailure, Grant, HarborClaims,
     CREDENTIALS_BACKOFF_SECS,
 };
@@ -13,7 +13,7 @@ mod common;
 
 use common::Expect::*;
 use common::{check, parse};
-use harbor_mirror::{decide, Request};
+use harbor_mirror_core::{decide, Request};
 
 const CONFIG: &str = r#"{
   "registries": {

@@ -3,7 +3,7 @@
 //! kept but for `ns`, refusals as OCI errors). Input: `<config byte><method>\t<:path>\t<:authority>`.
 #![no_main]
 
-use harbor_mirror::{decide, Request};
+use harbor_mirror_core::{decide, Request};
 use harbor_mirror_fuzz::{configs, decision, input::RequestInput};
 use libfuzzer_sys::fuzz_target;
 

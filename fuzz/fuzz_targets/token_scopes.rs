@@ -4,7 +4,7 @@
 //! `harbor_mirror_fuzz::decision::check`. Input: see `harbor_mirror_fuzz::input::TokenInput`.
 #![no_main]
 
-use harbor_mirror::{decide, Request};
+use harbor_mirror_core::{decide, Request};
 use harbor_mirror_fuzz::{configs, decision, input::TokenInput};
 use libfuzzer_sys::fuzz_target;
 

@@ -1,6 +1,6 @@
 //! What the `WWW-Authenticate` rewrite must satisfy (the `challenge` target's invariants).
 
-use harbor_mirror::challenge::{self, Challenge, RealmTarget};
+use harbor_mirror_core::challenge::{self, Challenge, RealmTarget};
 
 use std::fmt;
 

@@ -4,7 +4,7 @@
 //! lookups agree with their registries, and under which client requests decide as every decision
 //! must.
 
-use harbor_mirror::{decide, Config, ConfigError, Request, ScopedConfig};
+use harbor_mirror_core::{decide, Config, ConfigError, Request, ScopedConfig};
 
 use std::fmt;
 
@@ -52,7 +52,7 @@ fn check_error(document: &[u8], error: &ConfigError) {
     let breaks = ['\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}'];
     ensure!(!text.contains(breaks), "the error is not one line: {ctx}");
     // A place inside Higress's envelope starts with its key, `_rules_[i]`.
-    let place = error.at.strip_prefix(harbor_mirror::scope::RULES_KEY).unwrap_or(&error.at);
+    let place = error.at.strip_prefix(harbor_mirror_core::scope::RULES_KEY).unwrap_or(&error.at);
     ensure!(
         place.is_empty() || place.starts_with(|c: char| c.is_ascii_lowercase() || c == '['),
         "the error's place does not start with a lower-case name or _rules_: {ctx}"
@@ -96,7 +96,7 @@ const DIGEST: &str = "sha256:4f1d7c5a0b8e9f2c3d6e7a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7
 impl Shapes {
     fn of(config: &Config) -> Self {
         let registries = config.registries();
-        let key = |registry: Option<&harbor_mirror::config::Registry>| registry.map_or("docker.io", |r| r.key.as_str()).to_owned();
+        let key = |registry: Option<&harbor_mirror_core::config::Registry>| registry.map_or("docker.io", |r| r.key.as_str()).to_owned();
         Shapes {
             first: key(registries.first()),
             last: key(registries.last()),

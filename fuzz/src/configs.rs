@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use harbor_mirror::Config;
+use harbor_mirror_core::Config;
 
 /// One fixed configuration, with what a request needs to select each of its registries.
 pub struct Fixed {

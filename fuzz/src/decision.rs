@@ -4,9 +4,9 @@
 
 use std::fmt;
 
-use harbor_mirror::config::Registry;
-use harbor_mirror::oci::{self, Endpoint};
-use harbor_mirror::{Config, Decision, Refusal, Request, Route, Rule, SelectedBy};
+use harbor_mirror_core::config::Registry;
+use harbor_mirror_core::oci::{self, Endpoint};
+use harbor_mirror_core::{Config, Decision, Refusal, Request, Route, Rule, SelectedBy};
 
 use crate::text::{has_line_break, has_ns, host_of, is_api_grammar, is_http_token, ns_of, path_problem, query_without_ns, split_query};
 

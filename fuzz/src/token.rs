@@ -5,8 +5,8 @@
 //! every `scope` value split on spaces. A scope is `type:name:actions` split at the first and
 //! the last `:`; it is a repository scope when its type, before any `(`, is `repository`.
 
-use harbor_mirror::config::Registry;
-use harbor_mirror::{Config, Refusal};
+use harbor_mirror_core::config::Registry;
+use harbor_mirror_core::{Config, Refusal};
 
 use crate::decision::{check_refusal, model, Clip, Ctx, Model, TOKEN_PATH};
 use crate::text::{decode_utf8, go_parse_query, key, split_query};

@@ -61,7 +61,7 @@ FRONTS = [
 ]
 
 # The profile series: the floor filter replaying harbor_mirror's host calls, one more each time
-# (examples/floor_filter.rs), then harbor_mirror itself.
+# (crates/filter/examples/floor_filter.rs), then harbor_mirror itself.
 PROFILE_STEPS = ["headers", "log_level", "set_path", "metrics", "status"]
 PROFILE_FRONTS = (
     [FRONTS[1]]
@@ -655,7 +655,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="bench.py --replot DIR: the report and plot again from DIR/results.json")
     parser.add_argument("--envoy", required=True)
     parser.add_argument("--wasm", required=True)
-    parser.add_argument("--floor-wasm", required=True, help="examples/floor_filter.rs, built")
+    parser.add_argument("--floor-wasm", required=True, help="crates/filter/examples/floor_filter.rs, built")
     parser.add_argument("--profile", action="store_true", help="also run the profile series on the stub")
     parser.add_argument("--callgrind", action="store_true", help="also count instructions per request under callgrind")
     parser.add_argument("--callgrind-fronts", help="only these fronts under callgrind (default: all, and the profile's)")

@@ -2,7 +2,7 @@
 // Each test file uses the expectations it needs.
 #![allow(dead_code)]
 
-use harbor_mirror::{decide, Config, Decision, Request, Route};
+use harbor_mirror_core::{decide, Config, Decision, Request, Route};
 
 /// What must happen to a request.
 #[derive(Debug)]

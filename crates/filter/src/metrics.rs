@@ -7,8 +7,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
 
 use super::host::{host, log, HostError};
-use crate::decide::{Decision, Route};
-use crate::Config;
+use harbor_mirror_core::decide::{Decision, Route};
+use harbor_mirror_core::Config;
 
 /// Metric ids.
 pub struct Metrics {

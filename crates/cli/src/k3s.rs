@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use harbor_mirror::oci;
+use harbor_mirror_core::oci;
 
 use crate::yaml::{self, Value};
 
@@ -261,7 +261,7 @@ fn render(registries: &[Registry], default_registry: Option<&str>, passthrough: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use harbor_mirror::{decide, Config, Request};
+    use harbor_mirror_core::{decide, Config, Request};
 
     /// The rewrite recipe Harbor users run on k3s, and its conversion.
     const K3S: &str = r#"

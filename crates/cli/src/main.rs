@@ -19,7 +19,7 @@ mod yaml;
 use std::io::Read;
 use std::process::ExitCode;
 
-use harbor_mirror::{Config, ScopedConfig};
+use harbor_mirror_core::{Config, ScopedConfig};
 
 use clients::{Mirror, Recipe};
 

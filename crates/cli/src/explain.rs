@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use harbor_mirror::{decide, Decision, Request, Route, Rule, ScopedConfig};
+use harbor_mirror_core::{decide, Decision, Request, Route, Rule, ScopedConfig};
 
 /// Parses `METHOD PATH`, as an access log or a curl command shows a request.
 pub fn parse_request_line(line: &str) -> Result<(&str, &str), String> {
@@ -88,12 +88,12 @@ fn explain_route(out: &mut String, route: &Route<'_>) {
     }
 }
 
-fn selected_by(by: harbor_mirror::SelectedBy) -> &'static str {
+fn selected_by(by: harbor_mirror_core::SelectedBy) -> &'static str {
     match by {
-        harbor_mirror::SelectedBy::Ns => "the ns query parameter",
-        harbor_mirror::SelectedBy::Alias => "the /<alias>/v2/ path",
-        harbor_mirror::SelectedBy::Host => "the request's host",
-        harbor_mirror::SelectedBy::Default => "default_registry",
+        harbor_mirror_core::SelectedBy::Ns => "the ns query parameter",
+        harbor_mirror_core::SelectedBy::Alias => "the /<alias>/v2/ path",
+        harbor_mirror_core::SelectedBy::Host => "the request's host",
+        harbor_mirror_core::SelectedBy::Default => "default_registry",
     }
 }
 

@@ -68,7 +68,7 @@ fn each_command_answers_with_its_exit_status() {
 /// the same command for its own address).
 #[test]
 fn readme_client_recipes_are_what_clients_prints() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../../README.md");
     let recipes = [("docker", "json"), ("containerd", "toml"), ("containerd-default", "toml"), ("containers", "toml"), ("k3s", "yaml")];
     for (recipe, language) in recipes {
         let output = run(&["clients", "--mirror", "http://mirror.example.com:5000", "--only", recipe], "");

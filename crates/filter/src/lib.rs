@@ -5,6 +5,8 @@
 //!
 //! Host calls go through [`host`], where their failures become errors in one place; nothing
 //! here unwraps or panics.
+#![cfg(target_arch = "wasm32")]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod fetches;
 mod host;
@@ -16,19 +18,19 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
-use crate::challenge::{self, RealmTarget};
-use crate::config::Managed;
-use crate::decide::{decide, Decision, Refusal, Request, Route};
-use crate::oci::{self, ErrorCode};
-use crate::scope::{ScopedConfig, Selector};
-use crate::token;
-use crate::Config;
+use harbor_mirror_core::challenge::{self, RealmTarget};
+use harbor_mirror_core::config::Managed;
+use harbor_mirror_core::decide::{decide, Decision, Refusal, Request, Route};
+use harbor_mirror_core::oci::{self, ErrorCode};
+use harbor_mirror_core::scope::{ScopedConfig, Selector};
+use harbor_mirror_core::token;
+use harbor_mirror_core::Config;
 use fetches::{Fetches, TokenFor};
 use host::{debug_enabled, header, header_map, host, log, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
 use metrics::Metrics;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    proxy_wasm::set_log_level(LogLevel::Trace);
     proxy_wasm::set_root_context(|context_id| Box::new(MirrorRoot { id: context_id, plugin: None }));
 }}
 

@@ -14,10 +14,10 @@ use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
 
 use super::host::{host, log, now_secs, send_refusal, set_header, HostError};
 use super::metrics::Metrics;
-use crate::config::Managed;
-use crate::decide::Refusal;
-use crate::oci::{self, ErrorCode};
-use crate::token::{self, CacheEntry};
+use harbor_mirror_core::config::Managed;
+use harbor_mirror_core::decide::Refusal;
+use harbor_mirror_core::oci::{self, ErrorCode};
+use harbor_mirror_core::token::{self, CacheEntry};
 
 /// How often the root context looks for orphaned fetches.
 pub const ORPHAN_TICK: Duration = Duration::from_millis(500);
