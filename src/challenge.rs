@@ -10,11 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
-/// Harbor's token service path, the same on every Harbor.
-pub const TOKEN_PATH: &str = "/service/token";
-
-/// Harbor's token `service` name.
-pub const HARBOR_SERVICE: &str = "harbor-registry";
+use crate::harbor::{HARBOR_SERVICE, TOKEN_PATH};
 
 /// One challenge of a `WWW-Authenticate` value.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,15 +1,17 @@
 //! The request decision: which registry a request is for and which Harbor repository path it
 //! goes to, or why it is refused. Pure: borrowed request parts in, a [`Decision`] out.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use crate::challenge::TOKEN_PATH;
+use crate::authority;
 use crate::config::{Config, Registry};
+use crate::harbor::TOKEN_PATH;
+use crate::mapping::{map_name, ClientName, HarborName, Mapping, Rule};
 use crate::oci::{self, Endpoint, ErrorCode};
 use crate::path;
 use crate::query;
-use crate::token;
+use crate::refusal::{Clipped, Refusal};
+use crate::scopes;
 
 /// The parts of a request the decision reads.
 #[derive(Debug, Clone, Copy)]
@@ -25,8 +27,13 @@ pub struct Request<'a> {
 /// What to do with a request.
 #[derive(Debug)]
 pub enum Decision<'c> {
-    /// Forward it, with a new `:path` when `path` is set.
-    Forward { path: Option<String>, route: Route<'c> },
+    /// Forward it.
+    Forward {
+        /// The new `:path`; `None` keeps the client's.
+        path: Option<String>,
+        /// Why it goes where it goes.
+        route: Route<'c>,
+    },
     /// Answer it here with an OCI error; nothing reaches Harbor.
     Refuse(Refusal),
 }
@@ -36,7 +43,10 @@ pub enum Decision<'c> {
 pub enum Route<'c> {
     /// `/v2/` (or `/<alias>/v2/`, then with the alias's registry): the API version check
     /// clients start with.
-    Ping { registry: Option<&'c Registry> },
+    Ping {
+        /// The alias's registry, if any.
+        registry: Option<&'c Registry>,
+    },
     /// Not about one repository: `/v2/_catalog`, other `/v2/` shapes, Harbor's UI and API, and
     /// token requests when token handling is off.
     NotRepository,
@@ -44,11 +54,24 @@ pub enum Route<'c> {
     NoRegistry,
     /// The name already starts with a configured or passthrough project.
     Prefixed,
-    /// The name was mapped to a Harbor repository for `registry`.
-    Mapped { registry: &'c Registry, by: SelectedBy, rule: Rule },
-    /// A token request whose repository scopes were mapped for `registry`; `refused` are the
-    /// scopes dropped, with why.
-    Token { registry: &'c Registry, by: SelectedBy, refused: Vec<Refusal> },
+    /// The name was mapped to a Harbor repository.
+    Mapped {
+        /// The registry the name is of.
+        registry: &'c Registry,
+        /// How the registry was chosen.
+        by: SelectedBy,
+        /// Which mapping made the Harbor name.
+        rule: Rule,
+    },
+    /// A token request whose repository scopes were mapped.
+    Token {
+        /// The registry the scopes are of.
+        registry: &'c Registry,
+        /// How the registry was chosen.
+        by: SelectedBy,
+        /// The scopes dropped, with why.
+        refused: Vec<Refusal>,
+    },
 }
 
 /// How the registry of a request was chosen, strongest first.
@@ -62,38 +85,6 @@ pub enum SelectedBy {
     Host,
     /// `default_registry`.
     Default,
-}
-
-/// Which mapping produced the Harbor repository path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
-    /// `<project>/<name>`.
-    Project,
-    /// The `rewrite` rule at this position.
-    Rewrite(usize),
-}
-
-/// A refusal: the status and the OCI error of the local reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// HTTP status.
-    pub status: u32,
-    /// OCI error code.
-    pub code: ErrorCode,
-    /// Human-readable cause, also logged.
-    pub message: String,
-}
-
-impl Refusal {
-    /// A refusal with this status, code and message.
-    pub fn new(status: u32, code: ErrorCode, message: String) -> Self {
-        Refusal { status, code, message }
-    }
-
-    /// The OCI error body of the reply.
-    pub fn body(&self) -> String {
-        oci::error_body(self.code, &self.message)
-    }
 }
 
 impl Decision<'_> {
@@ -225,7 +216,7 @@ fn decide_token_request<'c>(
     }
     match select_registry(config, query, alias_registry, request.authority) {
         Ok(Some(selected)) => {
-            let scopes = token::rewrite_scopes(config, selected.registry, query.unwrap_or(""));
+            let scopes = scopes::rewrite_scopes(config, selected.registry, query.unwrap_or(""));
             let mut path = String::with_capacity(TOKEN_PATH.len() + scopes.query.len());
             path.push_str(TOKEN_PATH);
             path.push_str(&scopes.query);
@@ -269,7 +260,7 @@ fn select_registry<'c>(
         }
     } else if let Some(registry) = alias_registry {
         selected(registry, SelectedBy::Alias)
-    } else if let Some(registry) = config.registry_for_host(host_of(authority)) {
+    } else if let Some(registry) = config.registry_for_host(authority::host(authority)) {
         selected(registry, SelectedBy::Host)
     } else {
         config.default_registry().and_then(|registry| selected(registry, SelectedBy::Default))
@@ -321,163 +312,6 @@ impl RepositoryRequest<'_> {
     }
 }
 
-/// The name a client asked for, as the registry's rules see it (`library/` added for Docker
-/// Hub's single-segment names), for messages.
-struct ClientName<'a>(&'a Registry, &'a str);
-
-impl fmt::Display for ClientName<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if needs_library(self.0, self.1) {
-            f.write_str("library/")?;
-        }
-        f.write_str(self.1)
-    }
-}
-
-fn needs_library(registry: &Registry, name: &str) -> bool {
-    registry.is_docker_hub() && !name.contains('/')
-}
-
-/// Where a client-visible name goes, for requests and token scopes alike.
-#[derive(Debug)]
-pub(crate) enum Mapping<'c, 'n> {
-    /// The name is already under a configured or passthrough project: left as it is.
-    Prefixed,
-    /// The name goes to this Harbor repository, by this rule.
-    To(HarborName<'c, 'n>, Rule),
-}
-
-/// A Harbor repository name, kept in parts so that writing it into a path copies once.
-#[derive(Debug)]
-pub(crate) enum HarborName<'c, 'n> {
-    /// `<project>/[library/]<name>`.
-    Project { project: &'c str, library: bool, name: &'n str },
-    /// A rewrite rule's result.
-    Rewritten(String),
-    /// A name already under a project, kept.
-    Unchanged(&'n str),
-}
-
-impl HarborName<'_, '_> {
-    pub(crate) fn len(&self) -> usize {
-        const LIBRARY: usize = "library/".len();
-        match self {
-            HarborName::Project { project, library, name } => project.len() + 1 + usize::from(*library) * LIBRARY + name.len(),
-            HarborName::Rewritten(name) => name.len(),
-            HarborName::Unchanged(name) => name.len(),
-        }
-    }
-
-    pub(crate) fn push_to(&self, out: &mut String) {
-        let (project, library, name) = match self {
-            HarborName::Project { project, library, name } => (Some(*project), *library, *name),
-            HarborName::Rewritten(name) => (None, false, name.as_str()),
-            HarborName::Unchanged(name) => (None, false, *name),
-        };
-        if let Some(project) = project {
-            out.push_str(project);
-            out.push('/');
-        }
-        if library {
-            out.push_str("library/");
-        }
-        out.push_str(name);
-    }
-}
-
-/// Maps a client-visible repository name for `registry`: already-prefixed names stay, then
-/// deny, allow, the first matching rewrite rule, and the registry's project.
-pub(crate) fn map_name<'c, 'n>(config: &'c Config, registry: &'c Registry, name: &'n str) -> Result<Mapping<'c, 'n>, Refusal> {
-    if let Err(why) = check_name(name) {
-        return Err(Refusal::new(400, ErrorCode::NameInvalid, format!("invalid repository name: {why}")));
-    }
-    if config.is_under_project(name) {
-        return Ok(Mapping::Prefixed);
-    }
-    let library = needs_library(registry, name);
-    let client_name: Cow<'_, str> = if library { Cow::Owned(format!("library/{name}")) } else { Cow::Borrowed(name) };
-    let client_name = client_name.as_ref();
-    if let Some(rule) = registry.deny.iter().find(|rule| rule.is_match(client_name)) {
-        return Err(Refusal::new(
-            403,
-            ErrorCode::Denied,
-            format!("registry {} denies {client_name} (deny rule {:?})", registry.key, rule.source),
-        ));
-    }
-    if !registry.allow.is_empty() && !registry.allow.iter().any(|rule| rule.is_match(client_name)) {
-        return Err(Refusal::new(
-            403,
-            ErrorCode::Denied,
-            format!("registry {} allows only names matching its allow rules; {client_name} matches none", registry.key),
-        ));
-    }
-    let (target, rule) = match registry.rewrite.iter().enumerate().find_map(|(i, r)| r.apply(client_name).map(|n| (i, n))) {
-        Some((i, rewritten)) => (HarborName::Rewritten(rewritten), Rule::Rewrite(i)),
-        None => match &registry.project {
-            Some(project) => (HarborName::Project { project, library, name }, Rule::Project),
-            // Keeping the name would reach whatever Harbor project it starts with.
-            None => {
-                return Err(Refusal::new(
-                    403,
-                    ErrorCode::Denied,
-                    format!("registry {} has no project, and none of its rewrite rules matches {client_name}", registry.key),
-                ));
-            }
-        },
-    };
-    check_target(config, registry, client_name, &target, rule)?;
-    Ok(Mapping::To(target, rule))
-}
-
-fn check_target(config: &Config, registry: &Registry, client_name: &str, target: &HarborName<'_, '_>, rule: Rule) -> Result<(), Refusal> {
-    match target {
-        HarborName::Project { project, .. } => {
-            let len = target.len();
-            if len > oci::MAX_NAME_LEN {
-                return Err(Refusal::new(
-                    400,
-                    ErrorCode::NameInvalid,
-                    format!("invalid repository name: {project}/{client_name} is {len} characters, more than {}", oci::MAX_NAME_LEN),
-                ));
-            }
-        }
-        HarborName::Rewritten(rewritten) => {
-            let source = match rule {
-                Rule::Rewrite(i) => registry.rewrite.get(i).map_or("", |r| r.pattern.source.as_str()),
-                Rule::Project => "",
-            };
-            if let Err(why) = check_name(rewritten) {
-                return Err(Refusal::new(
-                    400,
-                    ErrorCode::NameInvalid,
-                    format!("rewrite rule {source:?} of registry {} made {client_name} into an invalid name: {why}", registry.key),
-                ));
-            }
-            if !config.is_under_project(rewritten) {
-                return Err(Refusal::new(
-                    403,
-                    ErrorCode::Denied,
-                    format!(
-                        "rewrite rule {source:?} of registry {} made {client_name} into {rewritten}, outside the configured projects",
-                        registry.key
-                    ),
-                ));
-            }
-        }
-        HarborName::Unchanged(_) => {}
-    }
-    Ok(())
-}
-
-fn check_name(name: &str) -> Result<(), String> {
-    if name.len() > oci::MAX_NAME_LEN {
-        Err(format!("{} characters, more than {}", name.len(), oci::MAX_NAME_LEN))
-    } else if oci::is_valid_name(name) {
-        Ok(())
-    } else {
-        Err(format!("{name:?} does not match the OCI repository name grammar"))
-    }
-}
 
 /// Managed mode's listener is a pull-only mirror for anonymous clients: what is not the registry
 /// API is answered here, so that no request without the robot's token reaches Harbor on a
@@ -510,24 +344,3 @@ fn split_alias(path: &str) -> Option<(Option<&str>, &str)> {
     is_api(api_path).then_some((Some(alias), api_path))
 }
 
-/// The host of an `:authority`, without port; IPv6 literals keep their brackets off.
-fn host_of(authority: &str) -> &str {
-    if let Some(bracketed) = authority.strip_prefix('[') {
-        return bracketed.split_once(']').map_or(authority, |(host, _)| host);
-    }
-    authority.split_once(':').map_or(authority, |(host, _)| host)
-}
-
-/// Client text in a message or log line: quoted, and cut to its first 64 characters so that a
-/// hostile request cannot make either large.
-pub(crate) struct Clipped<'a>(pub &'a str);
-
-impl fmt::Display for Clipped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SHOWN: usize = 64;
-        match self.0.char_indices().nth(SHOWN) {
-            None => write!(f, "{:?}", self.0),
-            Some((cut, _)) => write!(f, "{:?}... ({} bytes)", &self.0[..cut], self.0.len()),
-        }
-    }
-}

@@ -24,20 +24,35 @@
 //! # Ok::<(), harbor_mirror_core::ConfigError>(())
 //! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+// Layers, each using only those below it:
+//   higress, managed, response        the plugin's configurations; managed mode; answers
+//   decide                            one request's decision
+//   scopes, challenge                 token scopes (pass-through); WWW-Authenticate
+//   mapping                           a client's name to Harbor's
+//   config                            the compiled configuration
+//   refusal, oci, path, query, authority, harbor, json, base64    grammar and text
+
 mod base64;
+pub mod authority;
 pub mod challenge;
 pub mod config;
 pub mod decide;
+pub mod harbor;
+pub mod higress;
 mod json;
+pub mod managed;
+pub mod mapping;
 pub mod oci;
 pub mod path;
 pub mod query;
-pub mod scope;
-pub mod token;
-
+pub mod refusal;
+pub mod scopes;
 
 pub use config::{Config, ConfigError};
-pub use decide::{decide, Decision, Refusal, Request, Route, Rule, SelectedBy};
-pub use scope::ScopedConfig;
+pub use decide::{decide, Decision, Request, Route, SelectedBy};
+pub use higress::PluginConfig;
+pub use mapping::Rule;
+pub use refusal::Refusal;

@@ -13,7 +13,12 @@ pub enum Endpoint<'a> {
     Ping,
     /// A repository endpoint: `name` is the repository, `rest` the endpoint after it, starting
     /// with `/` (`/manifests/latest`, `/blobs/uploads/`, `/tags/list`, `/referrers/<digest>`).
-    Repository { name: &'a str, rest: &'a str },
+    Repository {
+        /// The repository name.
+        name: &'a str,
+        /// The endpoint after it.
+        rest: &'a str,
+    },
     /// Anything else under `/v2/` (`_catalog`, unknown shapes): not about one repository.
     Other,
 }

@@ -1,4 +1,4 @@
-//! `ScopedConfig::from_json` (what `on_configure` reads) on any bytes: no panic; an error is one
+//! `PluginConfig::from_json` (what `on_configure` reads) on any bytes: no panic; an error is one
 //! line that names its place; every host selects an existing configuration (or none, for
 //! Higress's rules without a global one); each configuration's lookups agree with its
 //! registries, and fixed client request shapes decide as `harbor_mirror_fuzz::decision::check`

@@ -4,7 +4,7 @@ use harbor_mirror_core::challenge::{self, Challenge, RealmTarget};
 
 use std::fmt;
 
-use crate::decision::{Clip, TOKEN_PATH};
+use crate::model::{Clip, TOKEN_PATH};
 use crate::Describe;
 use crate::text::key;
 

@@ -4,20 +4,21 @@
 //! lookups agree with their registries, and under which client requests decide as every decision
 //! must.
 
-use harbor_mirror_core::{decide, Config, ConfigError, Request, ScopedConfig};
+use harbor_mirror_core::{decide, Config, ConfigError, Request, PluginConfig};
 
 use std::fmt;
 
-use crate::decision::{self, Clip};
+use crate::decision;
+use crate::model::Clip;
 use crate::Describe;
 
 /// Request hosts, for the choice among Higress's per-domain configurations.
 const AUTHORITIES: [&str; 7] = ["mirror.example.com:5000", "localhost:5000", "", "[::1]:443", "HARBOR.example.com", "a.b.c", ":"];
 
-/// Checks `ScopedConfig::from_json(document)`, as `on_configure` reads it: one configuration,
+/// Checks `PluginConfig::from_json(document)`, as `on_configure` reads it: one configuration,
 /// or Higress's `_rules_` envelope of several.
 pub fn check(document: &[u8]) {
-    match ScopedConfig::from_json(document) {
+    match PluginConfig::from_json(document) {
         Err(error) => check_error(document, &error),
         Ok(scoped) => {
             ensure!(!scoped.configs.is_empty(), "a scoped configuration without configurations");
@@ -52,7 +53,7 @@ fn check_error(document: &[u8], error: &ConfigError) {
     let breaks = ['\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}'];
     ensure!(!text.contains(breaks), "the error is not one line: {ctx}");
     // A place inside Higress's envelope starts with its key, `_rules_[i]`.
-    let place = error.at.strip_prefix(harbor_mirror_core::scope::RULES_KEY).unwrap_or(&error.at);
+    let place = error.at.strip_prefix(harbor_mirror_core::higress::RULES_KEY).unwrap_or(&error.at);
     ensure!(
         place.is_empty() || place.starts_with(|c: char| c.is_ascii_lowercase() || c == '['),
         "the error's place does not start with a lower-case name or _rules_: {ctx}"

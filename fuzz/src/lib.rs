@@ -32,5 +32,6 @@ pub mod config;
 pub mod configs;
 pub mod decision;
 pub mod input;
+pub mod model;
 pub mod text;
 pub mod token;

@@ -8,7 +8,7 @@
 use harbor_mirror_core::config::Registry;
 use harbor_mirror_core::{Config, Refusal};
 
-use crate::decision::{check_refusal, model, Clip, Ctx, Model, TOKEN_PATH};
+use crate::model::{check_refusal, model, Clip, Ctx, Model, TOKEN_PATH};
 use crate::text::{decode_utf8, go_parse_query, key, split_query};
 
 /// `(type, name, actions)` of a repository scope; `None` for any other scope.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use harbor_mirror_core::{decide, Decision, Request, Route, Rule, ScopedConfig};
+use harbor_mirror_core::{decide, Decision, Request, Route, Rule, PluginConfig};
 
 /// Parses `METHOD PATH`, as an access log or a curl command shows a request.
 pub fn parse_request_line(line: &str) -> Result<(&str, &str), String> {
@@ -15,7 +15,7 @@ pub fn parse_request_line(line: &str) -> Result<(&str, &str), String> {
 
 /// The decision for `method path` sent to `host`, as `key: value` lines: under the
 /// configuration the host selects (Higress's rules), or that none applies.
-pub fn explain(scoped: &ScopedConfig, method: &str, path: &str, host: &str) -> String {
+pub fn explain(scoped: &PluginConfig, method: &str, path: &str, host: &str) -> String {
     let mut out = String::new();
     let host_shown = if host.is_empty() { "(none; --host sets it)" } else { host };
     let _ = writeln!(out, "request:  {method} {path}");
@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn explains_each_kind_of_decision() {
-        let scoped = ScopedConfig::from_json(CONFIG.as_bytes()).expect("config");
+        let scoped = PluginConfig::from_json(CONFIG.as_bytes()).expect("config");
         let cases = [
             (
                 "GET /v2/library/nginx/manifests/latest?ns=docker.io",

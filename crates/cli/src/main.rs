@@ -19,7 +19,7 @@ mod yaml;
 use std::io::Read;
 use std::process::ExitCode;
 
-use harbor_mirror_core::{Config, ScopedConfig};
+use harbor_mirror_core::{Config, PluginConfig};
 
 use clients::{Mirror, Recipe};
 
@@ -162,8 +162,8 @@ fn read(file: &str) -> Result<Vec<u8>, Failure> {
 
 /// The configuration as the filter's `on_configure` reads it (Higress's `_rules_` envelope
 /// included), failing with its log line.
-fn load_config(file: &str) -> Result<ScopedConfig, Failure> {
-    ScopedConfig::from_json(&read(file)?).map_err(|e| Failure::Input(format!("invalid configuration: {e}")))
+fn load_config(file: &str) -> Result<PluginConfig, Failure> {
+    PluginConfig::from_json(&read(file)?).map_err(|e| Failure::Input(format!("invalid configuration: {e}")))
 }
 
 fn summary(config: &Config) -> String {

@@ -15,9 +15,10 @@ use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
 use super::host::{host, log, now_secs, send_refusal, set_header, HostError};
 use super::metrics::Metrics;
 use harbor_mirror_core::config::Managed;
-use harbor_mirror_core::decide::Refusal;
+use harbor_mirror_core::refusal::Refusal;
 use harbor_mirror_core::oci::{self, ErrorCode};
-use harbor_mirror_core::token::{self, CacheEntry};
+use harbor_mirror_core::managed::cache::{self, CacheEntry};
+use harbor_mirror_core::managed::grant;
 
 /// How often the root context looks for orphaned fetches.
 pub const ORPHAN_TICK: Duration = Duration::from_millis(500);
@@ -103,7 +104,7 @@ impl Fetches {
                 Vec::new()
             }
         };
-        let outcome = token::judge_answer(status, &body, &fetch.project, &managed.username, &managed.cluster);
+        let outcome = grant::judge_answer(status, &body, &fetch.project, &managed.username, &managed.cluster);
         let stored = match &outcome {
             Ok(grant) => now_secs().and_then(|now| store(managed, &fetch.project, CacheEntry::for_grant(grant, now))),
             Err(failure) => {
@@ -189,7 +190,7 @@ impl Fetches {
 
 /// Sends the token request for `repository` with the robot's credentials.
 fn dispatch(managed: &Managed, metrics: &Metrics, repository: &str) -> Result<u32, Refusal> {
-    let path = token::managed_token_path(repository);
+    let path = grant::managed_token_path(repository);
     let headers = vec![
         (":method", "GET"),
         (":path", path.as_str()),
@@ -215,7 +216,7 @@ fn answer_status() -> Option<u32> {
 /// What the shared cache holds for `project`, if it still holds: a token, or the refusal of a
 /// recent failure.
 fn cached(managed: &Managed, project: &str) -> Result<Option<Result<String, Refusal>>, HostError> {
-    let key = token::cache_key(managed, project);
+    let key = cache::cache_key(managed, project);
     let (value, _) = host("get_shared_data", hostcalls::get_shared_data(&key))?;
     let now = now_secs()?;
     let entry = value.as_deref().and_then(CacheEntry::decode).filter(|entry| entry.is_fresh(now));
@@ -224,7 +225,7 @@ fn cached(managed: &Managed, project: &str) -> Result<Option<Result<String, Refu
 
 /// Caches `entry` unless another VM cached a token that holds longer meanwhile.
 fn store(managed: &Managed, project: &str, entry: CacheEntry<'_>) -> Result<(), HostError> {
-    let key = token::cache_key(managed, project);
+    let key = cache::cache_key(managed, project);
     let (value, cas) = host("get_shared_data", hostcalls::get_shared_data(&key))?;
     let old = value.as_deref().and_then(CacheEntry::decode);
     if let Some(old @ CacheEntry::Token { .. }) = old
@@ -237,7 +238,7 @@ fn store(managed: &Managed, project: &str, entry: CacheEntry<'_>) -> Result<(), 
 
 /// Drops `project`'s cached token (Harbor refused it), so that the next request fetches anew.
 pub fn forget(managed: &Managed, project: &str) -> Result<(), HostError> {
-    let key = token::cache_key(managed, project);
+    let key = cache::cache_key(managed, project);
     let (_, cas) = host("get_shared_data", hostcalls::get_shared_data(&key))?;
     write_entry(&key, b"", cas)
 }

@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType, Status};
 
-use harbor_mirror_core::decide::Refusal;
+use harbor_mirror_core::refusal::Refusal;
 
 /// The debug response header.
 pub const DEBUG_HEADER: &str = "x-harbor-mirror";

@@ -20,10 +20,11 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use harbor_mirror_core::challenge::{self, RealmTarget};
 use harbor_mirror_core::config::Managed;
-use harbor_mirror_core::decide::{decide, Decision, Refusal, Request, Route};
+use harbor_mirror_core::decide::{decide, Decision, Request, Route};
+use harbor_mirror_core::refusal::Refusal;
 use harbor_mirror_core::oci::{self, ErrorCode};
-use harbor_mirror_core::scope::{ScopedConfig, Selector};
-use harbor_mirror_core::token;
+use harbor_mirror_core::higress::{PluginConfig, DomainSelector};
+use harbor_mirror_core::managed::grant;
 use harbor_mirror_core::Config;
 use fetches::{Fetches, TokenFor};
 use host::{debug_enabled, header, header_map, host, log, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
@@ -37,8 +38,8 @@ proxy_wasm::main! {{
 /// The configured plugin: one [`Shared`] per configuration (one, or one per Higress domain rule
 /// and the global one), and which request gets which.
 struct Plugin {
-    scopes: Vec<Rc<Shared>>,
-    selector: Selector,
+    domains: Vec<Rc<Shared>>,
+    selector: DomainSelector,
 }
 
 impl Plugin {
@@ -49,12 +50,12 @@ impl Plugin {
             Ok(authority) => self.selector.select(authority),
             Err(_) => self.selector.select(""),
         };
-        self.scopes.get(index?)
+        self.domains.get(index?)
     }
 
-    /// The metrics that track the VM's memory: one set per VM, whatever the scopes.
+    /// The metrics that track the VM's memory: one set per VM, whatever the domains.
     fn memory(&self) -> Option<&Metrics> {
-        self.scopes.first().map(|shared| &shared.metrics)
+        self.domains.first().map(|shared| &shared.metrics)
     }
 }
 
@@ -82,8 +83,8 @@ struct MirrorRoot {
 
 impl Context for MirrorRoot {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        // Each scope's fetches know their own calls.
-        for shared in self.plugin.iter().flat_map(|plugin| &plugin.scopes) {
+        // Each domain's fetches know their own calls.
+        for shared in self.plugin.iter().flat_map(|plugin| &plugin.domains) {
             shared.token_answered(self.id, token_id, body_size);
         }
     }
@@ -106,14 +107,14 @@ impl RootContext for MirrorRoot {
             }
         };
         let started = hostcalls::get_current_time().ok();
-        let ScopedConfig { configs, selector } = match ScopedConfig::from_json(&json) {
-            Ok(scoped) => scoped,
+        let PluginConfig { configs, selector } = match PluginConfig::from_json(&json) {
+            Ok(plugin) => plugin,
             Err(e) => {
                 log(LogLevel::Error, &format!("invalid configuration: {e}"));
                 return false;
             }
         };
-        let mut scopes = Vec::with_capacity(configs.len());
+        let mut domains = Vec::with_capacity(configs.len());
         for config in configs {
             let metrics = match Metrics::define(&config) {
                 Ok(metrics) => metrics,
@@ -125,22 +126,22 @@ impl RootContext for MirrorRoot {
             if config.auth.managed.is_some() {
                 self.set_tick_period(fetches::ORPHAN_TICK);
             }
-            scopes.push(Rc::new(Shared { config, metrics, fetches: Fetches::default() }));
+            domains.push(Rc::new(Shared { config, metrics, fetches: Fetches::default() }));
         }
         // Parse, compile and metric definitions; in whole microseconds (no float formatting in
         // the .wasm).
         let took = started.and_then(|t| hostcalls::get_current_time().ok()?.duration_since(t).ok()).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        for (index, shared) in scopes.iter().enumerate() {
+        for (index, shared) in domains.iter().enumerate() {
             let config = &shared.config;
             let mode = match &config.auth.managed {
                 Some(managed) => format!("managed auth as {} via cluster {:?}", managed.username, managed.cluster),
                 None if config.auth.rewrite_tokens => "pass-through auth".to_owned(),
                 None => "token handling off".to_owned(),
             };
-            let scope = selector.describe(index);
-            log(LogLevel::Info, &format!("configured {} registries{scope} in {}.{:03} ms, {mode}", config.registries().len(), took / 1000, took % 1000));
+            let applies_to = selector.describe(index);
+            log(LogLevel::Info, &format!("configured {} registries{applies_to} in {}.{:03} ms, {mode}", config.registries().len(), took / 1000, took % 1000));
         }
-        let plugin = Plugin { scopes, selector };
+        let plugin = Plugin { domains, selector };
         if let Some(memory) = plugin.memory() {
             memory.track_memory();
         }
@@ -149,7 +150,7 @@ impl RootContext for MirrorRoot {
     }
 
     fn on_tick(&mut self) {
-        for shared in self.plugin.iter().flat_map(|plugin| &plugin.scopes) {
+        for shared in self.plugin.iter().flat_map(|plugin| &plugin.domains) {
             if let Some(managed) = &shared.config.auth.managed {
                 shared.fetches.retry_orphans(managed, &shared.metrics, self.id);
             }
@@ -458,7 +459,7 @@ fn refuse_robot_token(shared: &Shared, forwarded: &Forwarded, token: &str) -> Re
         return Ok(Action::Continue);
     };
     let project = oci::first_component(repository).0;
-    let refusal = token::refused_robot_token(token, &managed.username, project);
+    let refusal = grant::refused_robot_token(token, &managed.username, project);
     log(LogLevel::Warn, &format!("harbor answered 401 to {path} with the robot's token: {}", refusal.message));
     fetches::forget(managed, project)?;
     send_refusal(&refusal, None)?;

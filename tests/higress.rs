@@ -4,7 +4,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use harbor_mirror_core::{decide, Request, ScopedConfig};
+use harbor_mirror_core::{decide, Request, PluginConfig};
 
 /// What Higress sends for `matchRules` on two domains, with a global configuration.
 const SCOPED: &str = r#"{
@@ -19,7 +19,7 @@ const SCOPED: &str = r#"{
 
 /// The path a `GET /v2/x/y/manifests/1` to `authority` is forwarded with, or `None` when no
 /// configuration applies.
-fn routed(scoped: &ScopedConfig, authority: &str) -> Option<String> {
+fn routed(scoped: &PluginConfig, authority: &str) -> Option<String> {
     let index = scoped.selector.select(authority)?;
     let request = Request { method: "GET", path: "/v2/x/y/manifests/1", authority };
     Some(decide(&scoped.configs[index], &request).new_path().unwrap_or("unchanged").to_owned())
@@ -27,7 +27,7 @@ fn routed(scoped: &ScopedConfig, authority: &str) -> Option<String> {
 
 #[test]
 fn requests_get_the_configuration_of_the_first_rule_their_host_matches() {
-    let scoped = ScopedConfig::from_json(SCOPED.as_bytes()).expect("valid");
+    let scoped = PluginConfig::from_json(SCOPED.as_bytes()).expect("valid");
     assert!(scoped.selector.by_host());
     let cases = [
         ("harbor.example.com", "/v2/dockerhub-proxy/x/y/manifests/1"),
@@ -45,7 +45,7 @@ fn requests_get_the_configuration_of_the_first_rule_their_host_matches() {
 #[test]
 fn without_a_global_configuration_other_hosts_are_not_the_plugins() {
     let json = r#"{"_rules_": [{"_match_domain_": ["harbor.example.com"], "registries": {"docker.io": {"project": "p"}}, "default_registry": "docker.io"}]}"#;
-    let scoped = ScopedConfig::from_json(json.as_bytes()).expect("valid");
+    let scoped = PluginConfig::from_json(json.as_bytes()).expect("valid");
     assert_eq!(routed(&scoped, "harbor.example.com").as_deref(), Some("/v2/p/x/y/manifests/1"));
     assert_eq!(routed(&scoped, "grafana.example.com"), None);
     assert_eq!(routed(&scoped, "harbor.example.com.evil.net"), None);
@@ -54,7 +54,7 @@ fn without_a_global_configuration_other_hosts_are_not_the_plugins() {
 #[test]
 fn a_plain_configuration_applies_to_every_host() {
     let json = r#"{"registries": {"docker.io": {"project": "p"}}, "default_registry": "docker.io"}"#;
-    let scoped = ScopedConfig::from_json(json.as_bytes()).expect("valid");
+    let scoped = PluginConfig::from_json(json.as_bytes()).expect("valid");
     assert!(!scoped.selector.by_host());
     assert_eq!(scoped.configs.len(), 1);
     assert_eq!(routed(&scoped, "anything").as_deref(), Some("/v2/p/x/y/manifests/1"));
@@ -81,7 +81,7 @@ fn a_bad_envelope_is_refused_with_the_rule_and_field() {
         ),
     ];
     for (json, expected) in cases {
-        let err = ScopedConfig::from_json(json.as_bytes()).expect_err(json).to_string();
+        let err = PluginConfig::from_json(json.as_bytes()).expect_err(json).to_string();
         assert!(err.starts_with(expected), "{json}\n  got: {err}\n want: {expected}");
     }
 }
@@ -89,7 +89,7 @@ fn a_bad_envelope_is_refused_with_the_rule_and_field() {
 #[test]
 fn errors_of_a_plain_configuration_are_the_configurations_own() {
     for json in ["not json", "[]", r#"{"registries": {}}"#, r#"{"a": 1, "a": 2}"#, ""] {
-        let scoped = ScopedConfig::from_json(json.as_bytes()).map(|_| ()).map_err(|e| e.to_string());
+        let scoped = PluginConfig::from_json(json.as_bytes()).map(|_| ()).map_err(|e| e.to_string());
         let plain = harbor_mirror_core::Config::from_json(json.as_bytes()).map(|_| ()).map_err(|e| e.to_string());
         assert_eq!(scoped, plain, "{json}");
     }
@@ -99,6 +99,6 @@ fn errors_of_a_plain_configuration_are_the_configurations_own() {
 fn rule_keys_are_passed_on_as_written() {
     // A key with a quote or a control character is an unknown field, named as written.
     let json = r#"{"_rules_": [{"_match_domain_": ["h"], "registries": {"a": {}}, "x\"\u0001": 1}]}"#;
-    let err = ScopedConfig::from_json(json.as_bytes()).expect_err("unknown field").to_string();
+    let err = PluginConfig::from_json(json.as_bytes()).expect_err("unknown field").to_string();
     assert!(err.starts_with("_rules_[0].configuration: unknown field `x\"\u{1}`"), "{err}");
 }

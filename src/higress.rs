@@ -11,6 +11,7 @@
 //! Any other document is one configuration for every request, read by [`Config::from_json`]
 //! with its errors unchanged.
 
+use crate::authority;
 use crate::config::{Config, ConfigError};
 use crate::json::{self, Ty};
 use crate::oci::push_json_escaped;
@@ -23,15 +24,16 @@ const OTHER_MATCH_KEYS: [&str; 3] = ["_match_route_", "_match_route_prefix_", "_
 
 /// The plugin's configurations and which request gets which.
 #[derive(Debug)]
-pub struct ScopedConfig {
+pub struct PluginConfig {
     /// Rule configurations in order, then the global one if there is one.
     pub configs: Vec<Config>,
-    pub selector: Selector,
+    /// Which configuration a request gets.
+    pub selector: DomainSelector,
 }
 
 /// Picks a request's configuration by its host.
 #[derive(Debug, Clone)]
-pub struct Selector {
+pub struct DomainSelector {
     /// Domains and the index of their configuration, in rule order.
     rules: Vec<(Vec<Domain>, usize)>,
     /// The configuration of requests no rule matches.
@@ -41,6 +43,7 @@ pub struct Selector {
 /// A `_match_domain_` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Domain {
+    /// `harbor.example.com`: that host.
     Exact(String),
     /// `*.example.com`: hosts ending in `.example.com`.
     Suffix(String),
@@ -73,8 +76,8 @@ impl Domain {
     }
 }
 
-impl Selector {
-    /// Whether the choice depends on the request's host (else [`Selector::select`] ignores it).
+impl DomainSelector {
+    /// Whether the choice depends on the request's host (else [`DomainSelector::select`] ignores it).
     pub fn by_host(&self) -> bool {
         !self.rules.is_empty()
     }
@@ -103,22 +106,14 @@ impl Selector {
     /// The index of the configuration for a request to `authority` (`host[:port]`), or `None`
     /// when the request is not the plugin's.
     pub fn select(&self, authority: &str) -> Option<usize> {
-        let host = strip_port(authority);
+        let host = authority::host(authority);
         self.rules.iter().find(|(domains, _)| domains.iter().any(|d| d.matches(host))).map(|&(_, index)| index).or(self.default)
     }
 }
 
-/// `host[:port]` without the port; an IPv6 literal keeps its brackets.
-fn strip_port(authority: &str) -> &str {
-    match authority.bytes().rposition(|b| b == b':') {
-        Some(colon) if !authority.as_bytes()[colon..].contains(&b']') => &authority[..colon],
-        _ => authority,
-    }
-}
-
-impl ScopedConfig {
+impl PluginConfig {
     /// Reads the plugin configuration: Higress's `_rules_` envelope, or one configuration.
-    pub fn from_json(json: &[u8]) -> Result<ScopedConfig, ConfigError> {
+    pub fn from_json(json: &[u8]) -> Result<PluginConfig, ConfigError> {
         let top = match json::from_slice(json, Ty::Pairs(&Ty::Raw)) {
             Ok(top) => top.pairs(),
             // Not an object of distinct keys: the configuration reader says what is wrong.
@@ -126,7 +121,7 @@ impl ScopedConfig {
         };
         let Some(rules_at) = top.iter().position(|(key, _)| key == RULES_KEY) else {
             let config = Config::from_json(json)?;
-            return Ok(ScopedConfig { configs: vec![config], selector: Selector { rules: Vec::new(), default: Some(0) } });
+            return Ok(PluginConfig { configs: vec![config], selector: DomainSelector { rules: Vec::new(), default: Some(0) } });
         };
         let mut global: Vec<(String, String)> = top.into_iter().map(|(key, value)| (key, value.raw().unwrap_or_default())).collect();
         let (_, rules_json) = global.remove(rules_at);
@@ -137,7 +132,7 @@ impl ScopedConfig {
             return Err(ConfigError::new(RULES_KEY, "has no rules; drop it for one configuration for every domain"));
         }
         let mut configs = Vec::with_capacity(rules.len() + 1);
-        let mut selector = Selector { rules: Vec::with_capacity(rules.len()), default: None };
+        let mut selector = DomainSelector { rules: Vec::with_capacity(rules.len()), default: None };
         for (index, rule) in rules.into_iter().enumerate() {
             let at = format!("{RULES_KEY}[{index}]");
             let mut domains = None;
@@ -165,7 +160,7 @@ impl ScopedConfig {
             selector.default = Some(configs.len());
             configs.push(Config::from_json(object(&global).as_bytes())?);
         }
-        Ok(ScopedConfig { configs, selector })
+        Ok(PluginConfig { configs, selector })
     }
 }
 

@@ -1,0 +1,100 @@
+//! Pass-through mode's token requests: the scopes a client asks Harbor's token service for,
+//! mapped like request paths.
+//!
+//! docker, podman and skopeo ask for `repository:<their own name>:pull`, ignoring the scope of
+//! Harbor's challenge; Harbor would grant nothing on the proxy project for that name. The scope
+//! is mapped with the very rules that map request paths ([`crate::mapping`]).
+
+use std::borrow::Cow;
+
+use crate::config::{Config, Registry};
+use crate::mapping::{map_name, Mapping};
+use crate::oci::ErrorCode;
+use crate::query;
+use crate::refusal::{Clipped, Refusal};
+
+/// A token request's query with its scopes mapped, and the scopes that were dropped.
+#[derive(Debug)]
+pub struct ScopeRewrite {
+    /// The new query, with its leading `?`, or empty.
+    pub query: String,
+    /// Why each dropped scope was dropped.
+    pub refused: Vec<Refusal>,
+}
+
+/// Maps every repository scope of a token request's `query` for `registry` and drops `ns`.
+///
+/// Scopes may repeat and may hold space-separated lists; the result has one `scope` parameter
+/// per distinct scope, where the first `scope` was. Every other parameter keeps its bytes and
+/// place. A scope whose name the rules refuse is dropped: Harbor then grants nothing for it.
+pub fn rewrite_scopes(config: &Config, registry: &Registry, query: &str) -> ScopeRewrite {
+    let mut scopes: Vec<String> = Vec::new();
+    let mut refused = Vec::new();
+    for value in query.split('&').filter_map(|pair| pair.strip_prefix("scope=")) {
+        let Some(decoded) = query::percent_decode(value) else {
+            refused.push(Refusal::new(400, ErrorCode::Unsupported, format!("scope {} is not valid percent-encoded UTF-8", Clipped(value))));
+            continue;
+        };
+        for scope in decoded.split(' ').filter(|scope| !scope.is_empty()) {
+            match map_scope(config, registry, scope) {
+                Ok(mapped) => {
+                    if !scopes.iter().any(|seen| *seen == mapped) {
+                        scopes.push(mapped.into_owned());
+                    }
+                }
+                Err(refusal) => refused.push(refusal),
+            }
+        }
+    }
+    let mut out = String::with_capacity(query.len() + 32);
+    let mut separator = '?';
+    let mut scopes_written = false;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match query::key(pair) {
+            "ns" => {}
+            "scope" => {
+                if !std::mem::replace(&mut scopes_written, true) {
+                    for scope in &scopes {
+                        out.push(separator);
+                        out.push_str("scope=");
+                        query::push_encoded(&mut out, scope);
+                        separator = '&';
+                    }
+                }
+            }
+            _ => {
+                out.push(separator);
+                out.push_str(pair);
+                separator = '&';
+            }
+        }
+    }
+    ScopeRewrite { query: out, refused }
+}
+
+/// Maps one `type:name:actions` scope. Scopes that are not about a repository, or that do not
+/// have that shape, are Harbor's business and stay as they are.
+fn map_scope<'s>(config: &Config, registry: &Registry, scope: &'s str) -> Result<Cow<'s, str>, Refusal> {
+    let Some((kind, rest)) = scope.split_once(':') else {
+        return Ok(Cow::Borrowed(scope));
+    };
+    let Some((name, actions)) = rest.rsplit_once(':') else {
+        return Ok(Cow::Borrowed(scope));
+    };
+    // `repository(plugin)` is a resource class on the same repository names.
+    if kind.split('(').next() != Some("repository") {
+        return Ok(Cow::Borrowed(scope));
+    }
+    match map_name(config, registry, name)? {
+        Mapping::Prefixed => Ok(Cow::Borrowed(scope)),
+        Mapping::To(target, _) => {
+            let mut mapped = String::with_capacity(kind.len() + target.len() + actions.len() + 2);
+            mapped.push_str(kind);
+            mapped.push(':');
+            target.push_to(&mut mapped);
+            mapped.push(':');
+            mapped.push_str(actions);
+            Ok(Cow::Owned(mapped))
+        }
+    }
+}
