@@ -266,6 +266,18 @@ pub struct Auth {
     pub managed: Option<Managed>,
 }
 
+impl Auth {
+    /// The mode, for the configure log line: `pass-through auth`, `token handling off`, or
+    /// `managed auth as <robot> via cluster "<cluster>"`.
+    pub fn describe(&self) -> String {
+        match &self.managed {
+            Some(managed) => format!("managed auth as {} via cluster {:?}", managed.username, managed.cluster),
+            None if self.rewrite_tokens => "pass-through auth".to_owned(),
+            None => "token handling off".to_owned(),
+        }
+    }
+}
+
 /// Managed mode: a robot account the filter authenticates with.
 pub struct Managed {
     /// The robot's name, for logs.

@@ -24,6 +24,18 @@ pub struct Request<'a> {
     pub authority: &'a str,
 }
 
+impl<'a> Request<'a> {
+    /// The request from its header bytes, as the host hands them over; a request whose method,
+    /// path or authority is not UTF-8 is refused (400 `NAME_INVALID`): no route reads it alike.
+    pub fn from_bytes(method: &'a [u8], path: &'a [u8], authority: &'a [u8]) -> Result<Self, Refusal> {
+        let text = |bytes: &'a [u8]| std::str::from_utf8(bytes).ok();
+        match (text(method), text(path), text(authority)) {
+            (Some(method), Some(path), Some(authority)) => Ok(Request { method, path, authority }),
+            _ => Err(Refusal::new(400, ErrorCode::NameInvalid, "request path, method or authority is not valid UTF-8".to_owned())),
+        }
+    }
+}
+
 /// What to do with a request.
 #[derive(Debug)]
 pub enum Decision<'c> {

@@ -49,6 +49,7 @@ pub mod oci;
 pub mod path;
 pub mod query;
 pub mod refusal;
+pub mod response;
 pub mod scopes;
 
 pub use config::{Config, ConfigError};

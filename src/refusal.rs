@@ -22,6 +22,11 @@ impl Refusal {
         Refusal { status, code, message }
     }
 
+    /// What a client gets when the filter itself failed (a host call did; the log says which).
+    pub fn filter_failed() -> Self {
+        Refusal::new(500, ErrorCode::Unsupported, "the mirror filter failed; see the proxy log".to_owned())
+    }
+
     /// The OCI error body of the reply.
     pub fn body(&self) -> String {
         oci::error_body(self.code, &self.message)

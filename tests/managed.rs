@@ -12,40 +12,7 @@ use harbor_mirror_core::managed::grant::{
 mod common;
 
 use common::Expect::*;
-use common::{check, parse};
-
-/// A JWT of `header` and `claims` (JSON text), as Harbor lays them out; the signature is not
-/// the mirror's to check.
-fn jwt(header: &str, claims: &str) -> String {
-    format!("{}.{}.c2lnbmF0dXJl", base64url(header.as_bytes()), base64url(claims.as_bytes()))
-}
-
-fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().fold(0u32, |n, &b| n << 8 | u32::from(b)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-        }
-    }
-    out
-}
-
-const HARBOR_HEADER: &str = r#"{"alg":"RS256","kid":"ABCD:EFGH","typ":"JWT"}"#;
-
-/// Harbor's token for `sub` (`None`: anonymous, which Harbor leaves out) granting `access`.
-fn harbor_token(sub: Option<&str>, access: &str) -> String {
-    let sub = sub.map(|sub| format!(r#""sub":"{sub}","#)).unwrap_or_default();
-    jwt(HARBOR_HEADER, &format!(r#"{{"iss":"harbor-token-issuer",{sub}"aud":"harbor-registry","exp":1900000000,"access":{access}}}"#))
-}
-
-fn token_answer(token: &str) -> Vec<u8> {
-    format!(r#"{{"token":"{token}","access_token":"","expires_in":1800,"issued_at":"2026-12-03T10:00:00Z"}}"#).into_bytes()
-}
-
-const PULL_PRIVATE: &str = r#"[{"type":"repository","name":"dockerhub-private/library/alpine","actions":["pull","push"]}]"#;
-const NOTHING_PRIVATE: &str = r#"[{"type":"repository","name":"dockerhub-private/library/alpine","actions":[]}]"#;
+use common::{check, harbor_token, jwt, parse, token_answer, Report, HARBOR_HEADER, MANAGED, NOTHING_PRIVATE, PULL_PRIVATE};
 
 #[test]
 fn harbor_token_answers_are_read() {
@@ -60,13 +27,14 @@ fn harbor_token_answers_are_read() {
         (r#"{"token":"a b"}"#, Err("cannot go in a header")),
         (r#"<html>"#, Err("token response is not the expected JSON")),
     ];
+    let mut report = Report::new("token answers");
     for (body, expected) in rows {
-        let got = parse_grant(body.as_bytes());
-        match (got, expected) {
-            (Ok(grant), Ok((token, expires_in))) => assert_eq!(grant, Grant { token: (*token).into(), expires_in: *expires_in }, "{body}"),
-            (Err(e), Err(want)) => assert!(e.contains(want), "{body}: {e}"),
-            (got, _) => panic!("{body}: expected {expected:?}, got {got:?}"),
-        }
+        let outcome = match (parse_grant(body.as_bytes()), expected) {
+            (Ok(grant), Ok((token, expires_in))) if grant == (Grant { token: (*token).into(), expires_in: *expires_in }) => Ok(()),
+            (Err(e), Err(want)) if e.contains(want) => Ok(()),
+            (got, _) => Err(format!("expected {expected:?}, got {got:?}")),
+        };
+        report.row(body, outcome);
     }
 }
 
@@ -92,10 +60,10 @@ fn only_jwts_as_harbor_issues_them_are_read() {
         ("empty token", String::new(), None),
         ("garbage", "a.!!.c".to_owned(), None),
     ];
+    let mut report = Report::new("token readings");
     for (name, token, expected) in rows {
         let got = HarborClaims::read(token).map(|claims| (claims.subject.clone(), claims.grants_pull("dockerhub-private")));
-        let expected = expected.map(|(sub, pull)| (sub.to_owned(), pull));
-        assert_eq!(got, expected, "{name}: {token}");
+        report.eq(name, got, expected.map(|(sub, pull)| (sub.to_owned(), pull)));
     }
 }
 
@@ -115,16 +83,17 @@ fn cached_tokens_are_used_until_shortly_before_they_expire() {
         (5, 4, true),
         (5, 5, false),
     ];
+    let mut report = Report::new("cache freshness");
     for (expires_in, later, fresh) in rows {
         let grant = Grant { token: "t".into(), expires_in };
         let entry = CacheEntry::for_grant(&grant, now);
         let encoded = entry.encode();
-        let decoded = CacheEntry::decode(encoded.as_bytes()).unwrap_or_else(|| panic!("{encoded} does not decode"));
-        assert_eq!(decoded, entry);
-        assert_eq!(decoded.is_fresh(now + later), fresh, "expires_in {expires_in}, {later} s later");
+        let decoded = CacheEntry::decode(encoded.as_bytes());
+        report.eq(format_args!("{encoded} decodes"), decoded, Some(entry));
+        report.eq(format_args!("expires_in {expires_in}, {later} s later"), entry.is_fresh(now + later), fresh);
     }
     for garbage in [&b""[..], b"123", b"x t", b"t 123 ", b"t x t", b"123 t", b"q 1 t", b"\xff t"] {
-        assert_eq!(CacheEntry::decode(garbage), None, "{garbage:?}");
+        report.eq(format_args!("{:?} is not an entry", String::from_utf8_lossy(garbage)), CacheEntry::decode(garbage), None);
     }
 }
 
@@ -182,16 +151,19 @@ fn managed_token_answers_become_grants_or_refusals() {
         ("502", Some(502), b"", Err((503, "UNAVAILABLE", false, "answered 502"))),
         ("envoy cannot connect", Some(503), b"upstream connect error", Err((503, "UNAVAILABLE", false, "answered 503, or cluster \"harbor\" could not reach it"))),
     ];
+    let mut report = Report::new("managed token answers");
     for (name, status, body, expected) in rows {
         let got = judge_answer(*status, body, "dockerhub-private", "robot$mirror", "harbor");
-        match (&got, expected) {
-            (Ok(grant), Ok(expires_in)) => assert_eq!(grant.expires_in, *expires_in, "{name}"),
-            (Err(FetchFailure { refusal, credentials }), Err((code, error, remembered, message))) => {
-                assert_eq!((refusal.status, refusal.code.as_str(), *credentials), (*code, *error, *remembered), "{name}");
-                assert!(refusal.message.contains(message), "{name}: {}", refusal.message);
+        let outcome = match (&got, expected) {
+            (Ok(grant), Ok(expires_in)) if grant.expires_in == *expires_in => Ok(()),
+            (Err(FetchFailure { refusal, credentials }), Err((code, error, remembered, message)))
+                if (refusal.status, refusal.code.as_str(), *credentials) == (*code, *error, *remembered) && refusal.message.contains(message) =>
+            {
+                Ok(())
             }
-            _ => panic!("{name}: expected {expected:?}, got {got:?}"),
-        }
+            _ => Err(format!("expected {expected:?}, got {got:?}")),
+        };
+        report.row(name, outcome);
     }
 }
 
@@ -204,21 +176,17 @@ fn harbor_refusing_the_robots_token_is_answered_without_a_challenge() {
         ("an opaque token: harbor's answer is the truth", "opaque-3f9a0c1e".to_owned(),
             403, "DENIED", "harbor refused robot robot$mirror's token for project dockerhub-private: the robot lacks pull on it"),
     ];
+    let mut report = Report::new("refused robot tokens");
     for (name, token, status, code, message) in rows {
         let refusal = refused_robot_token(token, "robot$mirror", "dockerhub-private");
-        assert_eq!((refusal.status, refusal.code.as_str()), (*status, *code), "{name}");
-        assert!(refusal.message.contains(message), "{name}: {}", refusal.message);
-        assert!(refusal.message.contains("dropped from the cache"), "{name}: {}", refusal.message);
+        report.eq(name, (refusal.status, refusal.code.as_str()), (*status, *code));
+        report.check(name, refusal.message.contains(message) && refusal.message.contains("dropped from the cache"), &refusal.message);
     }
 }
 
 #[test]
 fn managed_mode_serves_only_the_registry_api() {
-    let managed = parse(
-        r#"{"registries": {"docker.io": {"project": "dockerhub-private"}}, "default_registry": "docker.io",
-            "auth": {"robot": {"username": "robot$mirror", "password": "s"}, "cluster": "harbor", "authority": "harbor.example.com"}}"#,
-    );
-    check(&managed, &[
+    check(&parse(MANAGED), &[
         // The registry API: the ping (answered by the adapter), the catalog, repositories.
         ("GET", "/v2/", "m", Pass),
         ("GET", "/v2/_catalog", "m", Pass),

@@ -80,6 +80,12 @@ impl<'a> CacheEntry<'a> {
         }
     }
 
+    /// Whether this entry should replace `old`, the one the cache holds: not when `old` is a
+    /// token that holds at least as long (another VM fetched it meanwhile).
+    pub fn replaces(&self, old: Option<&CacheEntry<'_>>) -> bool {
+        !matches!(old, Some(old @ CacheEntry::Token { .. }) if old.until() >= self.until())
+    }
+
     /// Whether the entry still holds at `now`.
     pub fn is_fresh(&self, now: u64) -> bool {
         now < self.until()

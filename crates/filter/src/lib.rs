@@ -1,34 +1,37 @@
-//! The proxy-wasm adapter: reads the request headers once, asks the core for a decision, and
-//! applies it (a new `:path`, or a local OCI error reply), counting what it did. On 401
-//! answers it points Harbor's challenges back at this proxy (pass-through mode); in managed
-//! mode it answers `/v2/` itself and puts the robot's token on repository requests.
+//! The proxy-wasm adapter: moves bytes between Envoy and the core. It reads the request headers
+//! once, asks the core for a decision and applies it (a new `:path`, or a local OCI error
+//! reply), counting what it did; in managed mode it drives the core's fetch machine for the
+//! robot's token; on the answer it reads what the core's response plan asks for and does what it
+//! says (challenges pointed back at this proxy, or Harbor's 401 to the robot's token answered).
 //!
 //! Host calls go through [`host`], where their failures become errors in one place; nothing
 //! here unwraps or panics.
 #![cfg(target_arch = "wasm32")]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-mod fetches;
 mod host;
 mod metrics;
+mod token_cache;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
-use harbor_mirror_core::challenge::{self, RealmTarget};
-use harbor_mirror_core::config::Managed;
+use harbor_mirror_core::challenge;
 use harbor_mirror_core::decide::{decide, Decision, Request, Route};
+use harbor_mirror_core::higress::{DomainSelector, PluginConfig};
+use harbor_mirror_core::managed::cache::CacheEntry;
+use harbor_mirror_core::managed::fetch::{Action as FetchAction, Fetches, Step};
+use harbor_mirror_core::oci;
 use harbor_mirror_core::refusal::Refusal;
-use harbor_mirror_core::oci::{self, ErrorCode};
-use harbor_mirror_core::higress::{PluginConfig, DomainSelector};
-use harbor_mirror_core::managed::grant;
+use harbor_mirror_core::response::{Answer, Forwarded, Look};
 use harbor_mirror_core::Config;
-use fetches::{Fetches, TokenFor};
-use host::{debug_enabled, header, header_map, host, log, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
+use host::{debug_enabled, header, header_map, host, log, now_secs, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
 use metrics::Metrics;
+use token_cache::TokenCache;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
@@ -63,16 +66,15 @@ impl Plugin {
 struct Shared {
     config: Config,
     metrics: Metrics,
-    fetches: Fetches,
+    /// Managed mode's fetches in flight in this VM.
+    fetches: RefCell<Fetches>,
 }
 
 impl Shared {
-    /// Harbor answered managed mode's token call `token_id`; `current` is the context the host
-    /// called back, the root's or the request's that dispatched it.
-    fn token_answered(&self, current: u32, token_id: u32, body_size: usize) {
-        if let Some(managed) = &self.config.auth.managed {
-            self.fetches.finish(managed, &self.metrics, current, token_id, body_size);
-        }
+    /// Managed mode's host side, if this configuration is in managed mode.
+    fn token_cache(&self) -> Option<TokenCache<'_>> {
+        let managed = self.config.auth.managed.as_ref()?;
+        Some(TokenCache { managed, metrics: &self.metrics, fetches: &self.fetches })
     }
 }
 
@@ -84,8 +86,8 @@ struct MirrorRoot {
 impl Context for MirrorRoot {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         // Each domain's fetches know their own calls.
-        for shared in self.plugin.iter().flat_map(|plugin| &plugin.domains) {
-            shared.token_answered(self.id, token_id, body_size);
+        for cache in self.plugin.iter().flat_map(|plugin| &plugin.domains).filter_map(|shared| shared.token_cache()) {
+            cache.on_answer(token_id, body_size, self.id);
         }
     }
 
@@ -124,22 +126,19 @@ impl RootContext for MirrorRoot {
                 }
             };
             if config.auth.managed.is_some() {
-                self.set_tick_period(fetches::ORPHAN_TICK);
+                self.set_tick_period(token_cache::ORPHAN_TICK);
             }
-            domains.push(Rc::new(Shared { config, metrics, fetches: Fetches::default() }));
+            domains.push(Rc::new(Shared { config, metrics, fetches: RefCell::default() }));
         }
         // Parse, compile and metric definitions; in whole microseconds (no float formatting in
         // the .wasm).
-        let took = started.and_then(|t| hostcalls::get_current_time().ok()?.duration_since(t).ok()).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let took = started
+            .and_then(|t| hostcalls::get_current_time().ok()?.duration_since(t).ok())
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         for (index, shared) in domains.iter().enumerate() {
             let config = &shared.config;
-            let mode = match &config.auth.managed {
-                Some(managed) => format!("managed auth as {} via cluster {:?}", managed.username, managed.cluster),
-                None if config.auth.rewrite_tokens => "pass-through auth".to_owned(),
-                None => "token handling off".to_owned(),
-            };
-            let applies_to = selector.describe(index);
-            log(LogLevel::Info, &format!("configured {} registries{applies_to} in {}.{:03} ms, {mode}", config.registries().len(), took / 1000, took % 1000));
+            let (count, applies_to, mode) = (config.registries().len(), selector.describe(index), config.auth.describe());
+            log(LogLevel::Info, &format!("configured {count} registries{applies_to} in {}.{:03} ms, {mode}", took / 1000, took % 1000));
         }
         let plugin = Plugin { domains, selector };
         if let Some(memory) = plugin.memory() {
@@ -150,10 +149,14 @@ impl RootContext for MirrorRoot {
     }
 
     fn on_tick(&mut self) {
-        for shared in self.plugin.iter().flat_map(|plugin| &plugin.domains) {
-            if let Some(managed) = &shared.config.auth.managed {
-                shared.fetches.retry_orphans(managed, &shared.metrics, self.id);
+        for cache in self.plugin.iter().flat_map(|plugin| &plugin.domains).filter_map(|shared| shared.token_cache()) {
+            let actions = cache.fetches.borrow_mut().on_tick();
+            for action in &actions {
+                if let FetchAction::Dispatch(call) = action {
+                    log(LogLevel::Debug, &format!("token fetch for project {} lost its request; fetching again", call.project));
+                }
             }
+            cache.execute(actions, self.id);
         }
     }
 
@@ -175,37 +178,14 @@ struct MirrorRequest {
     shared: Option<Rc<Shared>>,
     /// The `x-harbor-mirror` value to add to the response, when `debug_header` is on.
     debug_header: Option<String>,
-    /// What a 401 answer needs to know of the forwarded request (request headers cannot be
-    /// read while the response is processed).
+    /// What the answer is judged by, for a forwarded request.
     forwarded: Option<Forwarded>,
-}
-
-/// A forwarded request, as far as its 401 answer is concerned. Built from values the request
-/// phase has anyway: nothing is copied for it.
-struct Forwarded {
-    /// The registry the request was routed to (`ns` for the realm), by index.
-    registry: Option<usize>,
-    /// Whether the name was mapped (a `Basic realm="harbor"` then becomes a Bearer challenge).
-    mapped: bool,
-    /// GET or HEAD: the Bearer scope asks for pull only.
-    pull: bool,
-    /// The new `:path`, when the filter set one.
-    path: Option<String>,
-    /// The client's `:path`.
-    original_path: Vec<u8>,
-    /// The client's `:authority`: token requests must come back to it.
-    authority: Vec<u8>,
-    /// The scheme the client used, for the realm ([`challenge::client_scheme`]).
-    scheme: &'static str,
-    /// Managed mode: the robot's token the request was forwarded with, when it was cached
-    /// (a request resumed after a fetch finds its token in [`Fetches::token_of`]).
-    robot_token: Option<String>,
 }
 
 impl Context for MirrorRequest {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        if let Some(shared) = &self.shared {
-            shared.token_answered(self.id, token_id, body_size);
+        if let Some(cache) = self.shared.as_ref().and_then(|shared| shared.token_cache()) {
+            cache.on_answer(token_id, body_size, self.id);
         }
     }
 
@@ -213,7 +193,7 @@ impl Context for MirrorRequest {
         if let Some(shared) = &self.shared
             && shared.config.auth.managed.is_some()
         {
-            shared.fetches.leave(self.id);
+            shared.fetches.borrow_mut().on_request_end(self.id);
         }
         if let Some(memory) = self.plugin.as_ref().and_then(|plugin| plugin.memory()) {
             memory.track_memory();
@@ -231,8 +211,7 @@ impl HttpContext for MirrorRequest {
             Ok(action) => action,
             Err(e) => {
                 log(LogLevel::Error, &e.to_string());
-                let refusal = Refusal::new(500, ErrorCode::Unsupported, "the mirror filter failed; see the proxy log".to_owned());
-                match send_refusal(&refusal, None) {
+                match send_refusal(&Refusal::filter_failed(), None) {
                     Ok(()) => Action::Pause,
                     Err(_) => Action::Continue,
                 }
@@ -246,28 +225,19 @@ impl HttpContext for MirrorRequest {
         {
             log(LogLevel::Warn, &e.to_string());
         }
-        let (Some(shared), Some(forwarded)) = (self.shared.clone(), self.forwarded.take()) else {
+        let (Some(shared), Some(mut forwarded)) = (self.shared.clone(), self.forwarded.take()) else {
             return Action::Continue;
         };
-        if shared.config.auth.managed.is_some() {
-            let robot_token = forwarded.robot_token.clone().or_else(|| shared.fetches.token_of(self.id));
-            return match robot_token {
-                Some(token) if is_unauthorized() => match refuse_robot_token(&shared, &forwarded, &token) {
-                    Ok(action) => action,
-                    Err(e) => {
-                        log(LogLevel::Warn, &e.to_string());
-                        Action::Continue
-                    }
-                },
-                _ => Action::Continue,
-            };
+        if forwarded.robot_token.is_none() && shared.config.auth.managed.is_some() {
+            forwarded.robot_token = shared.fetches.borrow().resumed_with(self.id).map(str::to_owned);
         }
-        if has_challenge(&shared.config)
-            && let Err(e) = on_unauthorized(&shared, &forwarded)
-        {
-            log(LogLevel::Warn, &e.to_string());
+        match on_answer(&shared, &forwarded) {
+            Ok(action) => action,
+            Err(e) => {
+                log(LogLevel::Warn, &e.to_string());
+                Action::Continue
+            }
         }
-        Action::Continue
     }
 }
 
@@ -281,7 +251,7 @@ struct RequestHeaders {
 }
 
 impl RequestHeaders {
-    /// All four in one host call: each call that returns data costs about as much as the
+    /// All five in one host call: each call that returns data costs about as much as the
     /// whole header map does (BENCHMARKS.md, the profile).
     fn read() -> Result<Self, HostError> {
         let mut headers =
@@ -299,14 +269,6 @@ impl RequestHeaders {
         }
         Ok(headers)
     }
-
-    fn request(&self) -> Option<Request<'_>> {
-        Some(Request {
-            method: std::str::from_utf8(&self.method).ok()?,
-            path: std::str::from_utf8(&self.path).ok()?,
-            authority: std::str::from_utf8(&self.authority).ok()?,
-        })
-    }
 }
 
 impl MirrorRequest {
@@ -323,11 +285,13 @@ impl MirrorRequest {
         };
         self.shared = Some(shared.clone());
         let shared: &Shared = shared;
-        let Some(request) = headers.request() else {
-            let refusal = Refusal::new(400, ErrorCode::NameInvalid, "request path, method or authority is not valid UTF-8".to_owned());
-            log(LogLevel::Debug, &refusal.message);
-            send_refusal(&refusal, None)?;
-            return Ok(Action::Pause);
+        let request = match Request::from_bytes(&headers.method, &headers.path, &headers.authority) {
+            Ok(request) => request,
+            Err(refusal) => {
+                log(LogLevel::Debug, &refusal.message);
+                send_refusal(&refusal, None)?;
+                return Ok(Action::Pause);
+            }
         };
         let decision = decide(&shared.config, &request);
         shared.metrics.count(&decision);
@@ -346,48 +310,31 @@ impl MirrorRequest {
         if let Some(path) = &new_path {
             set_header(MapType::HttpRequestHeaders, ":path", Some(path))?;
         }
-        let pull = matches!(request.method, "GET" | "HEAD");
-        let authenticated = match &shared.config.auth.managed {
-            Some(managed) => {
-                let forwarded = new_path.as_deref().unwrap_or(request.path);
-                self.authenticate(shared, managed, &route, forwarded, pull, debug_header.as_deref())?
-            }
+        let forwarded_path = new_path.unwrap_or_else(|| request.path.to_owned());
+        let authenticated = match shared.token_cache() {
+            Some(cache) => self.authenticate(&cache, &route, &forwarded_path, request.method, debug_header.as_deref())?,
             None => Authenticated::Continue(None),
         };
-        let (registry, mapped) = match route {
-            Route::Mapped { registry, .. } => (Some(registry.index), true),
-            Route::Ping { registry } => (registry.map(|registry| registry.index), false),
-            _ => (None, false),
+        let (robot_token, action) = match authenticated {
+            Authenticated::Continue(token) => (token, Action::Continue),
+            Authenticated::Waiting => (None, Action::Pause),
+            Authenticated::Answered => return Ok(Action::Pause),
         };
         let scheme = challenge::client_scheme(&headers.scheme, &headers.forwarded_proto);
-        let RequestHeaders { path: original_path, authority, .. } = headers;
-        let robot_token = match &authenticated {
-            Authenticated::Continue(token) => token.clone(),
-            _ => None,
-        };
-        self.forwarded = Some(Forwarded { registry, mapped, pull, path: new_path, original_path, authority, scheme, robot_token });
-        match authenticated {
-            Authenticated::Continue(_) => {
-                self.debug_header = debug_header;
-                Ok(Action::Continue)
-            }
-            Authenticated::Waiting => {
-                self.debug_header = debug_header;
-                Ok(Action::Pause)
-            }
-            Authenticated::Answered => Ok(Action::Pause),
-        }
+        self.forwarded = Some(Forwarded::new(&request, &route, forwarded_path, scheme, robot_token));
+        self.debug_header = debug_header;
+        Ok(action)
     }
 
     /// Managed mode: no client credential goes on (the decision already answered everything
-    /// but the registry API); answers the ping, and gives repository requests the robot's token.
+    /// but the registry API); answers the ping, and gives repository requests the robot's token
+    /// by the core's fetch machine.
     fn authenticate(
         &mut self,
-        shared: &Shared,
-        managed: &Managed,
+        cache: &TokenCache<'_>,
         route: &Route<'_>,
-        forwarded: &str,
-        pull: bool,
+        forwarded_path: &str,
+        method: &str,
         debug_header: Option<&str>,
     ) -> Result<Authenticated, HostError> {
         // Clients' credentials are for other registries (docker sends Docker Hub's), and Harbor
@@ -395,28 +342,38 @@ impl MirrorRequest {
         for name in CLIENT_CREDENTIALS {
             set_header(MapType::HttpRequestHeaders, name, None)?;
         }
-        match route {
-            Route::Ping { .. } if pull => {
+        let repository = match route {
+            Route::Ping { .. } if matches!(method, "GET" | "HEAD") => {
                 send_reply(200, "{}", debug_header)?;
+                return Ok(Authenticated::Answered);
+            }
+            Route::Mapped { .. } | Route::Prefixed => match oci::repository_in(forwarded_path) {
+                Some(repository) => repository,
+                None => return Ok(Authenticated::Continue(None)),
+            },
+            _ => return Ok(Authenticated::Continue(None)),
+        };
+        let cached = cache.read(oci::first_component(repository).0);
+        let step = cache.fetches.borrow_mut().on_request(self.id, repository, cached.as_deref().and_then(CacheEntry::decode), now_secs()?);
+        match step {
+            Step::Forward { token } => {
+                cache.metrics.increment(cache.metrics.token_cache_hits);
+                set_header(MapType::HttpRequestHeaders, "authorization", Some(&format!("Bearer {token}")))?;
+                Ok(Authenticated::Continue(Some(token)))
+            }
+            Step::Refuse(refusal) => {
+                log(LogLevel::Debug, &format!("token: a recent failure is remembered: {}", refusal.message));
+                send_refusal(&refusal, debug_header)?;
                 Ok(Authenticated::Answered)
             }
-            Route::Mapped { .. } | Route::Prefixed => {
-                let Some(repository) = oci::repository_in(forwarded) else {
-                    return Ok(Authenticated::Continue(None));
-                };
-                match shared.fetches.token_for(managed, &shared.metrics, self.id, repository) {
-                    Ok(TokenFor::Cached(token)) => {
-                        set_header(MapType::HttpRequestHeaders, "authorization", Some(&format!("Bearer {token}")))?;
-                        Ok(Authenticated::Continue(Some(token)))
-                    }
-                    Ok(TokenFor::Waiting) => Ok(Authenticated::Waiting),
-                    Err(refusal) => {
-                        send_refusal(&refusal, debug_header)?;
-                        Ok(Authenticated::Answered)
-                    }
-                }
+            Step::Wait => Ok(Authenticated::Waiting),
+            Step::Dispatch(call) => {
+                let dispatched = cache.dispatch(&call);
+                let failed = dispatched.is_err();
+                let actions = cache.fetches.borrow_mut().dispatched(&call.project, dispatched);
+                cache.execute(actions, self.id);
+                Ok(if failed { Authenticated::Answered } else { Authenticated::Waiting })
             }
-            _ => Ok(Authenticated::Continue(None)),
         }
     }
 }
@@ -434,74 +391,41 @@ enum Authenticated {
     Answered,
 }
 
-/// Whether the answer is a 401.
-fn is_unauthorized() -> bool {
-    header(MapType::HttpResponseHeaders, ":status").is_ok_and(|value| value == b"401")
-}
-
-/// Pass-through mode: whether the answer carries a challenge to point back at this proxy.
-/// Asking for a header that is absent (most answers have none) costs a tenth of reading one
-/// that is there, so the filter looks for the challenge rather than the status: a challenge is
-/// what a 401 carries (RFC 9110 15.5.2), and on another status it is pointed back just the same.
-fn has_challenge(config: &Config) -> bool {
-    config.auth.rewrite_tokens && header(MapType::HttpResponseHeaders, "www-authenticate").is_ok_and(|value| !value.is_empty())
-}
-
-/// Managed mode: Harbor answered 401 to a request that carried the robot's `token`. The token
-/// leaves the cache, and the client gets an OCI error naming the robot and the project in
-/// place of Harbor's challenge, which an anonymous client could not answer.
-fn refuse_robot_token(shared: &Shared, forwarded: &Forwarded, token: &str) -> Result<Action, HostError> {
-    let Some(managed) = &shared.config.auth.managed else {
-        return Ok(Action::Continue);
-    };
-    let path = forwarded.path.as_deref().or_else(|| std::str::from_utf8(&forwarded.original_path).ok()).unwrap_or("");
-    let Some(repository) = oci::repository_in(path) else {
-        return Ok(Action::Continue);
-    };
-    let project = oci::first_component(repository).0;
-    let refusal = grant::refused_robot_token(token, &managed.username, project);
-    log(LogLevel::Warn, &format!("harbor answered 401 to {path} with the robot's token: {}", refusal.message));
-    fetches::forget(managed, project)?;
-    send_refusal(&refusal, None)?;
-    Ok(Action::Pause)
-}
-
-/// A 401 from Harbor in pass-through mode: point every Bearer realm back at this proxy with the
-/// request's registry as `ns`, and turn `Basic realm="harbor"` on a rewritten request into a
-/// Bearer challenge.
-fn on_unauthorized(shared: &Shared, forwarded: &Forwarded) -> Result<(), HostError> {
+/// Reads what the core's response plan asks for of Harbor's answer, and does what it says.
+fn on_answer(shared: &Shared, forwarded: &Forwarded) -> Result<Action, HostError> {
     let config = &shared.config;
-    let path = match &forwarded.path {
-        Some(path) => path.as_str(),
-        None => std::str::from_utf8(&forwarded.original_path).unwrap_or(""),
+    let answer = match forwarded.look(config) {
+        Look::Nothing => return Ok(Action::Continue),
+        Look::Status => forwarded.on_status(config, &header(MapType::HttpResponseHeaders, ":status")?),
+        Look::Challenges => {
+            // Asking for a header that is absent (most answers have none) costs a tenth of
+            // reading the whole map.
+            if header(MapType::HttpResponseHeaders, "www-authenticate")?.is_empty() {
+                return Ok(Action::Continue);
+            }
+            let values = header_map(MapType::HttpResponseHeaders)?;
+            let challenges: Vec<&[u8]> =
+                values.iter().filter(|(name, _)| name.eq_ignore_ascii_case("www-authenticate")).map(|(_, value)| value.as_slice()).collect();
+            forwarded.on_challenges(config, &challenges)
+        }
     };
-    let Ok(authority) = std::str::from_utf8(&forwarded.authority) else {
-        return Ok(());
-    };
-    let bearer_scope = forwarded
-        .mapped
-        .then(|| oci::repository_in(path))
-        .flatten()
-        .map(|repository| format!("repository:{repository}:{}", if forwarded.pull { "pull" } else { "pull,push" }));
-    let target = RealmTarget {
-        scheme: forwarded.scheme,
-        authority,
-        ns: forwarded.registry.and_then(|index| config.registries().get(index)).map(|registry| registry.key.as_str()),
-        bearer_scope: bearer_scope.as_deref(),
-    };
-    let values = header_map(MapType::HttpResponseHeaders)?;
-    let challenges: Vec<&[u8]> =
-        values.iter().filter(|(name, _)| name.eq_ignore_ascii_case("www-authenticate")).map(|(_, value)| value.as_slice()).collect();
-    let rewritten: Vec<Option<String>> =
-        challenges.iter().map(|value| std::str::from_utf8(value).ok().and_then(|value| challenge::rewrite(value, &target))).collect();
-    if rewritten.iter().all(Option::is_none) {
-        return Ok(());
+    match answer {
+        Answer::Untouched => Ok(Action::Continue),
+        Answer::Challenges(values) => {
+            set_header(MapType::HttpResponseHeaders, "www-authenticate", None)?;
+            for value in &values {
+                host("add_header", hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, "www-authenticate", value))?;
+            }
+            shared.metrics.increment(shared.metrics.challenges_rewritten);
+            Ok(Action::Continue)
+        }
+        Answer::RefuseRobotToken { project, refusal } => {
+            log(LogLevel::Warn, &format!("harbor answered 401 to {} with the robot's token: {}", forwarded.path, refusal.message));
+            if let Some(cache) = shared.token_cache() {
+                cache.forget(&project)?;
+            }
+            send_refusal(&refusal, None)?;
+            Ok(Action::Pause)
+        }
     }
-    set_header(MapType::HttpResponseHeaders, "www-authenticate", None)?;
-    for (original, new) in challenges.iter().zip(&rewritten) {
-        let value: &[u8] = new.as_deref().map_or(original, str::as_bytes);
-        host("add_header", hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, "www-authenticate", value))?;
-    }
-    shared.metrics.increment(shared.metrics.challenges_rewritten);
-    Ok(())
 }
