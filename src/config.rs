@@ -8,8 +8,8 @@ use std::fmt;
 
 use regex_lite::Regex;
 
-use crate::json::{self, Struct, Ty, Value};
 use crate::oci;
+use crate::wire::{self, WireAuth, WireConfig, WireRegistry};
 
 /// Docker Hub's registry key, the one registry whose single-segment names get `library/`.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -53,127 +53,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// The wire form, as `json` reads it: what `#[derive(Deserialize)]` with
-/// `#[serde(deny_unknown_fields)]` would read into these structs (see [`crate::json`]).
-struct WireConfig {
-    /// Raw, so that each registry is read with its own error context; in document order, a
-    /// repeated key refused.
-    registries: Vec<(String, String)>,
-    default_registry: Option<String>,
-    passthrough_projects: Vec<String>,
-    read_only: bool,
-    debug_header: bool,
-    /// Raw, so that its errors are reported under `auth`.
-    auth: Option<String>,
-}
-
-static WIRE_CONFIG: Struct = Struct {
-    name: "struct WireConfig",
-    as_array: "struct WireConfig with 6 elements",
-    fields: &["registries", "default_registry", "passthrough_projects", "read_only", "debug_header", "auth"],
-    types: &[Ty::Pairs(&Ty::Raw), Ty::Opt(&Ty::Str), Ty::List(&Ty::Str), Ty::Bool, Ty::Bool, Ty::Opt(&Ty::Raw)],
-    required: 1,
-    deny_unknown_fields: true,
-};
-
-impl WireConfig {
-    fn from_json(json: &[u8]) -> Result<Self, serde_json::Error> {
-        let mut fields = json::from_slice(json, Ty::Struct(&WIRE_CONFIG))?.fields();
-        Ok(WireConfig {
-            registries: fields.take(0).pairs().into_iter().map(|(key, value)| (key, value.raw().unwrap_or_default())).collect(),
-            default_registry: fields.take(1).string(),
-            passthrough_projects: fields.take(2).strings(),
-            read_only: fields.take(3).bool_or(true),
-            debug_header: fields.take(4).bool_or(false),
-            auth: fields.take(5).raw(),
-        })
-    }
-}
-
-struct WireAuth {
-    rewrite_tokens: bool,
-    robot: Option<WireRobot>,
-    cluster: Option<String>,
-    authority: Option<String>,
-    timeout_ms: Option<u64>,
-}
-
-static WIRE_AUTH: Struct = Struct {
-    name: "struct WireAuth",
-    as_array: "struct WireAuth with 5 elements",
-    fields: &["rewrite_tokens", "robot", "cluster", "authority", "timeout_ms"],
-    types: &[Ty::Bool, Ty::Opt(&Ty::Struct(&WIRE_ROBOT)), Ty::Opt(&Ty::Str), Ty::Opt(&Ty::Str), Ty::Opt(&Ty::U64)],
-    required: 0,
-    deny_unknown_fields: true,
-};
-
-impl WireAuth {
-    fn from_json(json: &[u8]) -> Result<Self, serde_json::Error> {
-        let mut fields = json::from_slice(json, Ty::Struct(&WIRE_AUTH))?.fields();
-        Ok(WireAuth {
-            rewrite_tokens: fields.take(0).bool_or(true),
-            robot: match fields.take(1) {
-                Value::Null => None,
-                robot => {
-                    let mut robot = robot.fields();
-                    let (username, password) = (robot.take(0).string(), robot.take(1).string());
-                    Some(WireRobot { username: username.unwrap_or_default(), password: password.unwrap_or_default() })
-                }
-            },
-            cluster: fields.take(2).string(),
-            authority: fields.take(3).string(),
-            timeout_ms: fields.take(4).u64(),
-        })
-    }
-}
-
-struct WireRobot {
-    username: String,
-    password: String,
-}
-
-static WIRE_ROBOT: Struct = Struct {
-    name: "struct WireRobot",
-    as_array: "struct WireRobot with 2 elements",
-    fields: &["username", "password"],
-    types: &[Ty::Str, Ty::Str],
-    required: 2,
-    deny_unknown_fields: true,
-};
-
-struct WireRegistry {
-    project: Option<String>,
-    hosts: Vec<String>,
-    aliases: Vec<String>,
-    /// In document order, a repeated key refused.
-    rewrite: Vec<(String, String)>,
-    allow: Vec<String>,
-    deny: Vec<String>,
-}
-
-static WIRE_REGISTRY: Struct = Struct {
-    name: "struct WireRegistry",
-    as_array: "struct WireRegistry with 6 elements",
-    fields: &["project", "hosts", "aliases", "rewrite", "allow", "deny"],
-    types: &[Ty::Opt(&Ty::Str), Ty::List(&Ty::Str), Ty::List(&Ty::Str), Ty::OrderedPairs(&Ty::Str), Ty::List(&Ty::Str), Ty::List(&Ty::Str)],
-    required: 0,
-    deny_unknown_fields: true,
-};
-
-impl WireRegistry {
-    fn from_json(json: &[u8]) -> Result<Self, serde_json::Error> {
-        let mut fields = json::from_slice(json, Ty::Struct(&WIRE_REGISTRY))?.fields();
-        Ok(WireRegistry {
-            project: fields.take(0).string(),
-            hosts: fields.take(1).strings(),
-            aliases: fields.take(2).strings(),
-            rewrite: fields.take(3).pairs().into_iter().map(|(pattern, to)| (pattern, to.string().unwrap_or_default())).collect(),
-            allow: fields.take(4).strings(),
-            deny: fields.take(5).strings(),
-        })
-    }
-}
 
 /// A user regex with the text it was written as.
 #[derive(Debug)]
@@ -335,11 +214,11 @@ impl Config {
         if json.iter().all(u8::is_ascii_whitespace) {
             return Err(ConfigError::new("configuration", "is empty; a JSON object with \"registries\" is required"));
         }
-        let wire = WireConfig::from_json(json).map_err(|e| ConfigError::new("configuration", e))?;
-        Config::compile(wire)
+        Config::compile(wire::read::<WireConfig>(json)?)
     }
 
-    fn compile(wire: WireConfig) -> Result<Config, ConfigError> {
+    /// Compiles a configuration read from its wire form.
+    pub(crate) fn compile(wire: WireConfig) -> Result<Config, ConfigError> {
         if wire.registries.is_empty() {
             return Err(ConfigError::new("registries", "at least one registry is required"));
         }
@@ -353,7 +232,7 @@ impl Config {
             read_only: wire.read_only,
             debug_header: wire.debug_header,
             auth: match wire.auth {
-                Some(raw) => compile_auth(WireAuth::from_json(raw.as_bytes()).map_err(|e| ConfigError::new("auth", e))?, wire.read_only)?,
+                Some(auth) => compile_auth(auth, wire.read_only)?,
                 None => Auth { rewrite_tokens: true, managed: None },
             },
         };
@@ -362,9 +241,8 @@ impl Config {
             check_project(&at, project)?;
             config.add_project(project);
         }
-        for (index, (key, value)) in wire.registries.into_iter().enumerate() {
+        for (index, (key, registry)) in wire.registries.into_iter().enumerate() {
             let at = format!("registries[{key:?}]");
-            let registry = WireRegistry::from_json(value.as_bytes()).map_err(|e| ConfigError::new(&at, e))?;
             config.add_registry(&at, index, key, registry)?;
         }
         if let Some(name) = &wire.default_registry {
@@ -665,9 +543,6 @@ fn check_replacement(at: &str, regex: &Regex, replacement: &str) -> Result<(), C
     Ok(())
 }
 
-/// The wire readers against the `#[derive(Deserialize)]` types they replace (kept here as
-/// they were): the same documents accepted with the same values, the others refused with the
-/// same error, position included.
 #[cfg(test)]
 mod prefix_tests {
     #[cfg(target_arch = "wasm32")]
@@ -700,250 +575,5 @@ mod prefix_tests {
         for &(source, expected) in cases {
             assert_eq!(literal_prefix(source).as_deref(), expected, "{source}");
         }
-    }
-}
-
-#[cfg(test)]
-mod wire_tests {
-    use std::fmt;
-    use std::marker::PhantomData;
-
-    use serde::de::{self, Deserializer, MapAccess, Visitor};
-    use serde::Deserialize;
-    use serde_json::value::RawValue;
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    use super::{WireAuth as OurAuth, WireConfig as OurConfig, WireRegistry as OurRegistry};
-    use crate::json::fuzz::{mutate, Rng};
-
-    struct Pairs<V>(Vec<(String, V)>);
-
-    impl<V> Default for Pairs<V> {
-        fn default() -> Self {
-            Pairs(Vec::new())
-        }
-    }
-
-    impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct PairsVisitor<V>(PhantomData<V>);
-            impl<'de, V: Deserialize<'de>> Visitor<'de> for PairsVisitor<V> {
-                type Value = Pairs<V>;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("an object")
-                }
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs<V>, A::Error> {
-                    let mut pairs: Vec<(String, V)> = Vec::new();
-                    while let Some((key, value)) = map.next_entry::<String, V>()? {
-                        if pairs.iter().any(|(seen, _)| *seen == key) {
-                            return Err(de::Error::custom(format!("duplicate key {key:?}")));
-                        }
-                        pairs.push((key, value));
-                    }
-                    Ok(Pairs(pairs))
-                }
-            }
-            deserializer.deserialize_map(PairsVisitor(PhantomData))
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct WireConfig {
-        registries: Pairs<Box<RawValue>>,
-        #[serde(default)]
-        default_registry: Option<String>,
-        #[serde(default)]
-        passthrough_projects: Vec<String>,
-        #[serde(default = "yes")]
-        read_only: bool,
-        #[serde(default)]
-        debug_header: bool,
-        #[serde(default)]
-        auth: Option<Box<RawValue>>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct WireAuth {
-        #[serde(default = "yes")]
-        rewrite_tokens: bool,
-        #[serde(default)]
-        robot: Option<WireRobot>,
-        #[serde(default)]
-        cluster: Option<String>,
-        #[serde(default)]
-        authority: Option<String>,
-        #[serde(default)]
-        timeout_ms: Option<u64>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct WireRobot {
-        username: String,
-        password: String,
-    }
-
-    /// `Pairs`, or a list of one-entry objects read into the same pairs (`rewrite`).
-    fn ordered_pairs<'de, D: Deserializer<'de>, V: Deserialize<'de>>(deserializer: D) -> Result<Pairs<V>, D::Error> {
-        struct OrderedVisitor<V>(PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> Visitor<'de> for OrderedVisitor<V> {
-            type Value = Pairs<V>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object or a list of one-entry objects")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Pairs<V>, A::Error> {
-                Pairs::deserialize(de::value::MapAccessDeserializer::new(map))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Pairs<V>, A::Error> {
-                let mut pairs: Vec<(String, V)> = Vec::new();
-                while let Some(Pairs(mut one)) = seq.next_element::<Pairs<V>>()? {
-                    if one.len() != 1 {
-                        return Err(de::Error::invalid_length(one.len(), &"one entry"));
-                    }
-                    let (key, value) = one.remove(0);
-                    if pairs.iter().any(|(seen, _)| *seen == key) {
-                        return Err(de::Error::custom(format!("duplicate key {key:?}")));
-                    }
-                    pairs.push((key, value));
-                }
-                Ok(Pairs(pairs))
-            }
-        }
-        deserializer.deserialize_any(OrderedVisitor(PhantomData))
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct WireRegistry {
-        #[serde(default)]
-        project: Option<String>,
-        #[serde(default)]
-        hosts: Vec<String>,
-        #[serde(default)]
-        aliases: Vec<String>,
-        #[serde(default, deserialize_with = "ordered_pairs")]
-        rewrite: Pairs<String>,
-        #[serde(default)]
-        allow: Vec<String>,
-        #[serde(default)]
-        deny: Vec<String>,
-    }
-
-    fn yes() -> bool {
-        true
-    }
-
-    /// Both readers' outcome for `json`, values or error, as text.
-    fn config_both(json: &[u8]) -> (String, String) {
-        let derived = serde_json::from_slice::<WireConfig>(json).map(|w| {
-            let registries: Vec<(String, String)> = w.registries.0.into_iter().map(|(k, v)| (k, v.get().to_owned())).collect();
-            let auth = w.auth.map(|raw| raw.get().to_owned());
-            format!("{:?}", (registries, w.default_registry, w.passthrough_projects, w.read_only, w.debug_header, auth))
-        });
-        let ours = OurConfig::from_json(json)
-            .map(|w| format!("{:?}", (w.registries, w.default_registry, w.passthrough_projects, w.read_only, w.debug_header, w.auth)));
-        (outcome(derived), outcome(ours))
-    }
-
-    fn auth_both(json: &[u8]) -> (String, String) {
-        let robot = |r: Option<(String, String)>| r;
-        let derived = serde_json::from_slice::<WireAuth>(json).map(|w| {
-            let robot = robot(w.robot.map(|r| (r.username, r.password)));
-            format!("{:?}", (w.rewrite_tokens, robot, w.cluster, w.authority, w.timeout_ms))
-        });
-        let ours = OurAuth::from_json(json).map(|w| {
-            let robot = robot(w.robot.map(|r| (r.username, r.password)));
-            format!("{:?}", (w.rewrite_tokens, robot, w.cluster, w.authority, w.timeout_ms))
-        });
-        (outcome(derived), outcome(ours))
-    }
-
-    fn registry_both(json: &[u8]) -> (String, String) {
-        let derived = serde_json::from_slice::<WireRegistry>(json)
-            .map(|w| format!("{:?}", (w.project, w.hosts, w.aliases, w.rewrite.0, w.allow, w.deny)));
-        let ours = OurRegistry::from_json(json).map(|w| format!("{:?}", (w.project, w.hosts, w.aliases, w.rewrite, w.allow, w.deny)));
-        (outcome(derived), outcome(ours))
-    }
-
-    fn outcome(result: Result<String, serde_json::Error>) -> String {
-        match result {
-            Ok(values) => format!("ok {values}"),
-            Err(e) => format!("error {e}"),
-        }
-    }
-
-    const CONFIGS: &[&str] = &[
-        r#"{"registries": {"docker.io": {"project": "p"}, "quay.io": {}}, "default_registry": "docker.io", "passthrough_projects": ["a", "b"], "read_only": false, "debug_header": true, "auth": {"robot": {"username": "u", "password": "p"}}}"#,
-        r#"[{"docker.io": {}}, null, ["x"], true, false, null]"#,
-        r#"[{"docker.io": {}}]"#,
-        "[]",
-        "{\n  \"registries\": {\"a\": [1, {\"b\": \"\\u00e9\"}]},\n  \"auth\": null\n}",
-        r#"{"registries": {"a": {}}, "read_only": [true]}"#,
-        r#"{"registries": {"a": {}}, "passthrough_projects": {"a": 1}}"#,
-        r#"{"registries": ["a"]}"#,
-        r#"{"registries": {"a": {}}, "default_registry": 5, "x": 1}"#,
-        r#"{"registries": {"a": {}}, "registries": {}}"#,
-        r#"{"registries": {"a": {}}, "read_only": -1.5e3}"#,
-        "{\"registries\": {\"a\": \"\u{e9}\"}}",
-    ];
-
-    const AUTHS: &[&str] = &[
-        r#"{"rewrite_tokens": false, "robot": {"username": "u", "password": "p"}, "cluster": "c", "authority": "a", "timeout_ms": 7}"#,
-        r#"{"robot": ["u", "p"], "timeout_ms": -3}"#,
-        r#"{"robot": ["u"], "timeout_ms": 1.5}"#,
-        r#"{"robot": {"username": "u"}, "timeout_ms": 18446744073709551616}"#,
-        r#"[true, null, "c"]"#,
-        r#"{"robot": null, "robot": null}"#,
-        "{\"robot\": {\"username\": \"u\", \"password\": \"p\", \"x\": 1}}",
-        "{\n\"cluster\":\n  [\"c\"]}",
-        r#"{"timeout_ms": -0, "cluster": {"a": 1}}"#,
-    ];
-
-    const REGISTRIES: &[&str] = &[
-        r#"{"project": "p", "hosts": ["h"], "aliases": ["a"], "rewrite": {"^a$": "p/a", "^b": "p/b"}, "allow": ["x"], "deny": ["y"]}"#,
-        r#"["p", ["h"], [], {"a": "b"}]"#,
-        r#"{"rewrite": {"a": "b", "a": "c"}}"#,
-        r#"{"rewrite": ["a"]}"#,
-        r#"{"rewrite": [{"^z/(.*)$": "p/$1"}, {"^a/(.*)$": "q/$1"}]}"#,
-        r#"{"rewrite": [{"a": "b", "c": "d"}, {}]}"#,
-        r#"{"rewrite": [{"a": "b"}, {"a": "c"}]}"#,
-        r#"{"rewrite": [{"a": 1}, null, [], "x"]}"#,
-        r#"{"hosts": {"a": 1}}"#,
-        r#"{"hosts": [1, 2]}"#,
-        r#"{"projct": "p"}"#,
-        r#"{"project": null, "hosts": null}"#,
-        "{\"rewrite\": {\"a\": {\"b\": 1}}}",
-    ];
-
-    fn check(name: &str, seeds: &[&str], both: fn(&[u8]) -> (String, String)) {
-        let mut rng = Rng::new(0x5eed_0001);
-        let mut cases: Vec<Vec<u8>> = seeds.iter().map(|seed| seed.as_bytes().to_vec()).collect();
-        for i in 0..3000 {
-            let seed = seeds[i % seeds.len()].as_bytes();
-            cases.push(mutate(&mut rng, seed));
-        }
-        for case in &cases {
-            let (derived, ours) = both(case);
-            assert_eq!(derived, ours, "{name} document {:?}", String::from_utf8_lossy(case));
-        }
-    }
-
-    #[test]
-    fn config_documents_read_as_derive_reads_them() {
-        check("config", CONFIGS, config_both);
-    }
-
-    #[test]
-    fn auth_documents_read_as_derive_reads_them() {
-        check("auth", AUTHS, auth_both);
-    }
-
-    #[test]
-    fn registry_documents_read_as_derive_reads_them() {
-        check("registry", REGISTRIES, registry_both);
     }
 }

@@ -13,14 +13,11 @@
 
 use crate::authority;
 use crate::config::{Config, ConfigError};
-use crate::json::{self, Ty};
-use crate::oci::push_json_escaped;
+use crate::wire::{self, WireEnvelope, WireRulesOnly};
 
 /// The key of Higress's rule list.
-pub const RULES_KEY: &str = "_rules_";
+pub const RULES_KEY: &str = wire::RULES;
 const MATCH_DOMAIN_KEY: &str = "_match_domain_";
-/// Higress's other rule kinds: by route name, route prefix or upstream service.
-const OTHER_MATCH_KEYS: [&str; 3] = ["_match_route_", "_match_route_prefix_", "_match_service_"];
 
 /// The plugin's configurations and which request gets which.
 #[derive(Debug)]
@@ -114,20 +111,18 @@ impl DomainSelector {
 impl PluginConfig {
     /// Reads the plugin configuration: Higress's `_rules_` envelope, or one configuration.
     pub fn from_json(json: &[u8]) -> Result<PluginConfig, ConfigError> {
-        let top = match json::from_slice(json, Ty::Pairs(&Ty::Raw)) {
-            Ok(top) => top.pairs(),
-            // Not an object of distinct keys: the configuration reader says what is wrong.
-            Err(_) => Vec::new(),
-        };
-        let Some(rules_at) = top.iter().position(|(key, _)| key == RULES_KEY) else {
+        let keys = wire::top_level_keys(json).unwrap_or_default();
+        if !keys.iter().any(|key| key == RULES_KEY) {
+            // Not an envelope (nor, perhaps, an object): the configuration reader says what is wrong.
             let config = Config::from_json(json)?;
             return Ok(PluginConfig { configs: vec![config], selector: DomainSelector { rules: Vec::new(), default: Some(0) } });
+        }
+        let (rules, global) = if keys.iter().all(|key| key == RULES_KEY) {
+            (wire::read::<WireRulesOnly>(json)?.rules, None)
+        } else {
+            let (rules, global) = wire::read::<WireEnvelope>(json)?.split();
+            (rules, Some(global))
         };
-        let mut global: Vec<(String, String)> = top.into_iter().map(|(key, value)| (key, value.raw().unwrap_or_default())).collect();
-        let (_, rules_json) = global.remove(rules_at);
-        let rules = json::from_slice(rules_json.as_bytes(), Ty::List(&Ty::Pairs(&Ty::Raw)))
-            .map_err(|e| ConfigError::new(RULES_KEY, format!("expected a list of rule objects: {e}")))?
-            .list();
         if rules.is_empty() {
             return Err(ConfigError::new(RULES_KEY, "has no rules; drop it for one configuration for every domain"));
         }
@@ -135,55 +130,32 @@ impl PluginConfig {
         let mut selector = DomainSelector { rules: Vec::with_capacity(rules.len()), default: None };
         for (index, rule) in rules.into_iter().enumerate() {
             let at = format!("{RULES_KEY}[{index}]");
-            let mut domains = None;
-            let mut fields = Vec::new();
-            for (key, value) in rule.pairs() {
-                let raw = value.raw().unwrap_or_default();
-                if key == MATCH_DOMAIN_KEY {
-                    domains = Some(read_domains(&format!("{at}.{MATCH_DOMAIN_KEY}"), &raw)?);
-                } else if OTHER_MATCH_KEYS.contains(&key.as_str()) {
-                    return Err(ConfigError::new(
-                        format!("{at}.{key}"),
-                        "only domain rules (_match_domain_, a matchRules entry's domain) are supported",
-                    ));
-                } else {
-                    fields.push((key, raw));
-                }
+            let others = [("_match_route_", rule.match_route.is_some()), ("_match_route_prefix_", rule.match_route_prefix.is_some()), ("_match_service_", rule.match_service.is_some())];
+            if let Some((key, _)) = others.iter().find(|(_, present)| *present) {
+                return Err(ConfigError::new(
+                    format!("{at}.{key}"),
+                    "only domain rules (_match_domain_, a matchRules entry's domain) are supported",
+                ));
             }
-            let domains = domains.ok_or_else(|| ConfigError::new(&at, format!("has no {MATCH_DOMAIN_KEY}")))?;
-            let config = Config::from_json(object(&fields).as_bytes())
-                .map_err(|e| ConfigError::new(format!("{at}.{}", e.at), e.message))?;
+            let domains = match &rule.match_domain {
+                Some(domains) => read_domains(&format!("{at}.{MATCH_DOMAIN_KEY}"), domains)?,
+                None => return Err(ConfigError::new(&at, format!("has no {MATCH_DOMAIN_KEY}"))),
+            };
+            let config = Config::compile(rule.config()).map_err(|e| ConfigError::new(format!("{at}.{}", e.at), e.message))?;
             selector.rules.push((domains, configs.len()));
             configs.push(config);
         }
-        if !global.is_empty() {
+        if let Some(global) = global {
             selector.default = Some(configs.len());
-            configs.push(Config::from_json(object(&global).as_bytes())?);
+            configs.push(Config::compile(global)?);
         }
         Ok(PluginConfig { configs, selector })
     }
 }
 
-fn read_domains(at: &str, raw: &str) -> Result<Vec<Domain>, ConfigError> {
-    let list = json::from_slice(raw.as_bytes(), Ty::List(&Ty::Str)).map_err(|e| ConfigError::new(at, e))?.strings();
+fn read_domains(at: &str, list: &[String]) -> Result<Vec<Domain>, ConfigError> {
     if list.is_empty() {
         return Err(ConfigError::new(at, "lists no domain"));
     }
     list.iter().enumerate().map(|(i, pattern)| Domain::parse(&format!("{at}[{i}]"), pattern)).collect()
-}
-
-/// A JSON object of these keys and raw values, in order.
-fn object(fields: &[(String, String)]) -> String {
-    let mut out = String::from("{");
-    for (i, (key, raw)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        push_json_escaped(&mut out, key);
-        out.push_str("\":");
-        out.push_str(raw);
-    }
-    out.push('}');
-    out
 }

@@ -32,8 +32,8 @@
 //   decide                            one request's decision
 //   scopes, challenge                 token scopes (pass-through); WWW-Authenticate
 //   mapping                           a client's name to Harbor's
-//   config                            the compiled configuration
-//   refusal, oci, path, query, authority, harbor, json, base64    grammar and text
+//   config, wire                      the compiled configuration; its JSON form
+//   refusal, oci, path, query, authority, harbor, base64    grammar and text
 
 mod base64;
 pub mod authority;
@@ -42,7 +42,6 @@ pub mod config;
 pub mod decide;
 pub mod harbor;
 pub mod higress;
-mod json;
 pub mod managed;
 pub mod mapping;
 pub mod oci;
@@ -51,6 +50,7 @@ pub mod query;
 pub mod refusal;
 pub mod response;
 pub mod scopes;
+mod wire;
 
 pub use config::{Config, ConfigError};
 pub use decide::{decide, Decision, Request, Route, SelectedBy};

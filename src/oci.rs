@@ -210,8 +210,7 @@ pub fn error_body(code: ErrorCode, message: &str) -> String {
 }
 
 /// Appends `text` escaped for a JSON string, byte for byte as serde_json writes it (by hand, so
-/// that the filter carries no JSON serializer): `"`, `\` and control characters only. Also
-/// writes the keys of the configuration objects `scope` rebuilds.
+/// that the filter carries no JSON serializer): `"`, `\` and control characters only.
 pub(crate) fn push_json_escaped(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for c in text.chars() {

@@ -4,7 +4,11 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use harbor_mirror_core::Config;
+use harbor_mirror_core::{Config, PluginConfig};
+
+mod common;
+
+use common::Report;
 
 fn error_of(json: &str) -> String {
     match Config::from_json(json.as_bytes()) {
@@ -52,10 +56,30 @@ fn mistakes_are_named_by_field_key_and_value() {
         (r#"{"registries": {"quay.io": {}}, "read_only": false, "auth": {"robot": {"username": "r", "password": "p"}, "cluster": "h", "authority": "h"}}"#, "auth.robot: managed mode pulls only; it needs read_only true"),
         (r#"{"registries": {"quay.io": {}}, "auth": {"cluster": "harbor"}}"#, "auth.cluster: is only used with auth.robot (managed mode)"),
     ];
+    let mut report = Report::new("configuration mistakes");
     for (json, expected) in rows {
         let error = error_of(json);
-        assert!(error.contains(expected), "config {json}\n  error {error}\n  wanted {expected}");
-        assert!(!error.contains('\n'), "one line: {error}");
+        report.check(json, error.contains(expected) && !error.contains('\n'), format_args!("got {error}, want one line with {expected}"));
+    }
+}
+
+#[test]
+fn syntax_and_type_errors_give_their_place_in_the_users_document() {
+    // A registry's error on line 4 of the document (not of the registry's own text), a rule's
+    // on line 3 of Higress's envelope.
+    let plain = "{\n  \"registries\": {\n    \"quay.io\": {\"project\": \"q\"},\n    \"docker.io\": {\"project\": 7}\n  }\n}";
+    let envelope = "{\"_rules_\": [\n  {\"_match_domain_\": [\"h\"],\n   \"registries\": {\"a\": {}}, \"auth\": {\"rewrite_tokens\": \"no\"}}\n]}";
+    let rows: &[(&str, &str, &str)] = &[
+        ("a registry's field", plain,
+            r#"registries["docker.io"]: invalid type: integer `7`, expected a string at line 4 column 30"#),
+        ("auth in a Higress rule", envelope,
+            r#"_rules_[0].auth: invalid type: string "no", expected a boolean at line 3 column 59"#),
+        ("a syntax error", "{\"registries\": {\"a\": {}},\n \"read_only\": tru}", "configuration: expected ident at line 2 column 18"),
+    ];
+    let mut report = Report::new("error positions");
+    for (name, json, expected) in rows {
+        let error = PluginConfig::from_json(json.as_bytes()).map(|_| ()).map_err(|e| e.to_string());
+        report.eq(name, error, Err((*expected).to_owned()));
     }
 }
 
@@ -126,8 +150,9 @@ fn a_rewrite_list_holds_one_rule_per_entry() {
         (r#"{"registries": {"q": {"rewrite": "a"}}}"#, r#"registries["q"]: invalid type: string "a", expected an object or a list of one-entry objects"#),
         (r#"{"registries": {"q": {"rewrite": [{"(": "x"}]}}}"#, r#"registries["q"].rewrite["("]: "#),
     ];
+    let mut report = Report::new("rewrite lists");
     for (json, expected) in rows {
         let error = error_of(json);
-        assert!(error.starts_with(expected), "{json}\n  got: {error}\n want: {expected}");
+        report.check(json, error.starts_with(expected), format_args!("got {error}, want {expected}"));
     }
 }

@@ -2,8 +2,9 @@
 //! what Harbor's answer comes to. A token is used as Harbor gives it; only a JWT as Harbor issues
 //! them is read ([`HarborClaims`]), for what it says of the robot and the project.
 
+use serde::Deserialize;
+
 use crate::harbor::{HARBOR_SERVICE, TOKEN_PATH};
-use crate::json::{self, Struct, Ty};
 use crate::oci::{self, ErrorCode};
 use crate::query;
 use crate::refusal::Refusal;
@@ -30,26 +31,22 @@ const DEFAULT_EXPIRES_IN: u64 = 60;
 
 /// Reads a token response body: `token` (or `access_token`) and `expires_in`.
 pub fn parse_grant(body: &[u8]) -> Result<Grant, String> {
-    // What `#[derive(Deserialize)]` would read into
-    // `struct Wire { token: Option<String>, access_token: Option<String>, expires_in: Option<u64> }`
-    // with `#[serde(default)]` fields (see `crate::json`).
-    static WIRE: Struct = Struct {
-        name: "struct Wire",
-        as_array: "struct Wire with 3 elements",
-        fields: &["token", "access_token", "expires_in"],
-        types: &[Ty::Opt(&Ty::Str), Ty::Opt(&Ty::Str), Ty::Opt(&Ty::U64)],
-        required: 0,
-        deny_unknown_fields: false,
-    };
-    let mut wire =
-        json::from_slice(body, Ty::Struct(&WIRE)).map_err(|e| format!("token response is not the expected JSON: {e}"))?.fields();
-    let (token, access_token, expires_in) = (wire.take(0).string(), wire.take(1).string(), wire.take(2).u64());
-    let token = token.filter(|t| !t.is_empty()).or(access_token.filter(|t| !t.is_empty()));
+    #[derive(Deserialize)]
+    struct Wire {
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        access_token: Option<String>,
+        #[serde(default)]
+        expires_in: Option<u64>,
+    }
+    let wire: Wire = serde_json::from_slice(body).map_err(|e| format!("token response is not the expected JSON: {e}"))?;
+    let token = wire.token.filter(|t| !t.is_empty()).or(wire.access_token.filter(|t| !t.is_empty()));
     let token = token.ok_or_else(|| "token response has no token".to_owned())?;
     if token.bytes().any(|b| !b.is_ascii_graphic()) {
         return Err("token response holds a token that cannot go in a header".to_owned());
     }
-    Ok(Grant { token, expires_in: expires_in.filter(|&s| s > 0).unwrap_or(DEFAULT_EXPIRES_IN) })
+    Ok(Grant { token, expires_in: wire.expires_in.filter(|&s| s > 0).unwrap_or(DEFAULT_EXPIRES_IN) })
 }
 
 /// Why a managed-mode token fetch gave no token.
@@ -200,151 +197,32 @@ impl HarborClaims {
 
 /// `Some` if a JWT header is a JSON object with a string `alg`.
 fn has_alg(header: &[u8]) -> Option<()> {
-    // What `#[derive(Deserialize)]` would read into `struct Header { alg: String }`.
-    static HEADER: Struct = Struct {
-        name: "struct Header",
-        as_array: "struct Header with 1 element",
-        fields: &["alg"],
-        types: &[Ty::Str],
-        required: 1,
-        deny_unknown_fields: false,
-    };
-    json::from_slice(header, Ty::Struct(&HEADER)).ok().map(drop)
+    #[derive(Deserialize)]
+    struct Header {
+        #[allow(dead_code)]
+        alg: String,
+    }
+    serde_json::from_slice::<Header>(header).ok().map(drop)
 }
 
 /// A JWT's claims, when they hold an `access` array.
 fn read_claims(claims: &[u8]) -> Option<HarborClaims> {
-    // What `#[derive(Deserialize)]` would read into `struct Claims { access: Vec<Access>,
-    // #[serde(default)] sub: Option<String> }` and `struct Access { #[serde(rename = "type")]
-    // kind: String, name: String, actions: Vec<String> }`, all of Access's fields
-    // `#[serde(default)]` (see `crate::json`).
-    static CLAIMS: Struct = Struct {
-        name: "struct Claims",
-        as_array: "struct Claims with 2 elements",
-        fields: &["access", "sub"],
-        types: &[Ty::List(&Ty::Struct(&ACCESS)), Ty::Opt(&Ty::Str)],
-        required: 1,
-        deny_unknown_fields: false,
-    };
-    static ACCESS: Struct = Struct {
-        name: "struct Access",
-        as_array: "struct Access with 3 elements",
-        fields: &["type", "name", "actions"],
-        types: &[Ty::Str, Ty::Str, Ty::List(&Ty::Str)],
-        required: 0,
-        deny_unknown_fields: false,
-    };
-    let mut claims = json::from_slice(claims, Ty::Struct(&CLAIMS)).ok()?.fields();
-    let (access, subject) = (claims.take(0).list(), claims.take(1).string());
-    let access = access
-        .into_iter()
-        .map(|access| {
-            let mut access = access.fields();
-            let (kind, name, actions) = (access.take(0).string(), access.take(1).string(), access.take(2).strings());
-            Access { kind: kind.unwrap_or_default(), name: name.unwrap_or_default(), actions }
-        })
-        .collect();
-    Some(HarborClaims { subject: subject.unwrap_or_default(), access })
-}
-
-/// The token readers against the `#[derive(Deserialize)]` types they replace (kept here as they
-/// were): the same answers, and the same error messages for Harbor's token response.
-#[cfg(test)]
-mod wire_tests {
-    use serde::Deserialize;
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    use super::{has_alg, parse_grant, read_claims, Access, Grant, HarborClaims, DEFAULT_EXPIRES_IN};
-    use crate::json::fuzz::{mutate, Rng};
-
-    fn derived_parse_grant(body: &[u8]) -> Result<Grant, String> {
-        #[derive(Deserialize)]
-        struct Wire {
-            #[serde(default)]
-            token: Option<String>,
-            #[serde(default)]
-            access_token: Option<String>,
-            #[serde(default)]
-            expires_in: Option<u64>,
-        }
-        let wire: Wire = serde_json::from_slice(body).map_err(|e| format!("token response is not the expected JSON: {e}"))?;
-        let token = wire.token.filter(|t| !t.is_empty()).or(wire.access_token.filter(|t| !t.is_empty()));
-        let token = token.ok_or_else(|| "token response has no token".to_owned())?;
-        if token.bytes().any(|b| !b.is_ascii_graphic()) {
-            return Err("token response holds a token that cannot go in a header".to_owned());
-        }
-        Ok(Grant { token, expires_in: wire.expires_in.filter(|&s| s > 0).unwrap_or(DEFAULT_EXPIRES_IN) })
+    #[derive(Deserialize)]
+    struct Claims {
+        access: Vec<WireAccess>,
+        #[serde(default)]
+        sub: Option<String>,
     }
-
-    fn derived_read_claims(claims: &[u8]) -> Option<HarborClaims> {
-        #[derive(Deserialize)]
-        struct Claims {
-            access: Vec<WireAccess>,
-            #[serde(default)]
-            sub: Option<String>,
-        }
-        #[derive(Deserialize)]
-        struct WireAccess {
-            #[serde(default, rename = "type")]
-            kind: String,
-            #[serde(default)]
-            name: String,
-            #[serde(default)]
-            actions: Vec<String>,
-        }
-        let claims: Claims = serde_json::from_slice(claims).ok()?;
-        let access = claims.access.into_iter().map(|a| Access { kind: a.kind, name: a.name, actions: a.actions }).collect();
-        Some(HarborClaims { subject: claims.sub.unwrap_or_default(), access })
+    #[derive(Deserialize)]
+    struct WireAccess {
+        #[serde(default, rename = "type")]
+        kind: String,
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        actions: Vec<String>,
     }
-
-    fn derived_has_alg(header: &[u8]) -> Option<()> {
-        #[derive(Deserialize)]
-        struct Header {
-            #[allow(dead_code)]
-            alg: String,
-        }
-        serde_json::from_slice::<Header>(header).ok().map(drop)
-    }
-
-    #[test]
-    fn token_answers_read_as_derive_reads_them() {
-        let seeds: &[&[u8]] = &[
-            br#"{"token": "t0k", "access_token": "a", "expires_in": 300, "issued_at": "2024-01-01T00:00:00Z"}"#,
-            br#"{"access_token": "a", "expires_in": -5, "x": [1, {"y": null}]}"#,
-            br#"["t", null, 1.5]"#,
-            br#"{"token": "", "expires_in": null, "token": "b"}"#,
-        ];
-        let mut rng = Rng::new(0x70_6b65);
-        for i in 0..3000 {
-            let body = if i < seeds.len() { seeds[i].to_vec() } else { mutate(&mut rng, seeds[i % seeds.len()]) };
-            assert_eq!(derived_parse_grant(&body), parse_grant(&body), "body {:?}", String::from_utf8_lossy(&body));
-        }
-    }
-
-    #[test]
-    fn token_claims_read_as_derive_reads_them() {
-        let seeds: &[&[u8]] = &[
-            br#"{"iss": "harbor-token-issuer", "sub": "robot$m", "access": [{"type": "repository", "name": "p/a", "actions": ["pull", "push"]}]}"#,
-            br#"{"access": [["repository", "p/a", ["*"]], {"type": "repository", "name": "q/b"}], "sub": null}"#,
-            br#"{"access": null, "sub": "x"}"#,
-            br#"{"sub": "robot$m"}"#,
-            br#"[[{"name": "p/x", "actions": ["pull"], "type": "repository", "extra": {}}], "s"]"#,
-        ];
-        let mut rng = Rng::new(0x636c_6169);
-        for i in 0..3000 {
-            let claims = if i < seeds.len() { seeds[i].to_vec() } else { mutate(&mut rng, seeds[i % seeds.len()]) };
-            assert_eq!(derived_read_claims(&claims), read_claims(&claims), "claims {:?}", String::from_utf8_lossy(&claims));
-        }
-    }
-
-    #[test]
-    fn token_headers_read_as_derive_reads_them() {
-        let seeds: &[&[u8]] = &[br#"{"alg": "RS256", "typ": "JWT", "kid": "ABCD"}"#, br#"{"typ": "JWT"}"#, br#"["HS256"]"#, br#"{"alg": 1}"#];
-        let mut rng = Rng::new(0x6865_6164);
-        for i in 0..2000 {
-            let header = if i < seeds.len() { seeds[i].to_vec() } else { mutate(&mut rng, seeds[i % seeds.len()]) };
-            assert_eq!(derived_has_alg(&header), has_alg(&header), "header {:?}", String::from_utf8_lossy(&header));
-        }
-    }
+    let claims: Claims = serde_json::from_slice(claims).ok()?;
+    let access = claims.access.into_iter().map(|a| Access { kind: a.kind, name: a.name, actions: a.actions }).collect();
+    Some(HarborClaims { subject: claims.sub.unwrap_or_default(), access })
 }
