@@ -11,7 +11,9 @@ use std::fmt::Write;
 
 use harbor_mirror_core::oci;
 
-use crate::yaml::{self, Value};
+use serde_json::Value;
+
+use crate::yaml;
 
 /// The conversion: the configuration's JSON text and what was not carried over.
 #[derive(Debug)]
@@ -77,11 +79,11 @@ pub fn import(source: &str) -> Result<Import, String> {
     Ok(Import { config_json: render(&registries, default_registry.as_deref(), &passthrough), notes })
 }
 
-/// The mapping's entries; null counts as empty.
-fn entries<'v>(value: &'v Value, at: &str) -> Result<&'v [(String, Value)], String> {
+/// The mapping's entries, in document order; null counts as empty.
+fn entries<'v>(value: &'v Value, at: &str) -> Result<Vec<(&'v String, &'v Value)>, String> {
     match value {
-        Value::Map(entries) => Ok(entries),
-        Value::Null => Ok(&[]),
+        Value::Object(entries) => Ok(entries.iter().collect()),
+        Value::Null => Ok(Vec::new()),
         _ => Err(format!("{at}: expected a mapping")),
     }
 }
@@ -89,15 +91,15 @@ fn entries<'v>(value: &'v Value, at: &str) -> Result<&'v [(String, Value)], Stri
 fn texts(value: &Value, at: &str) -> Result<Vec<String>, String> {
     match value {
         Value::Null => Ok(Vec::new()),
-        Value::Text(text) => Ok(vec![text.clone()]),
-        Value::List(items) => items
+        Value::String(text) => Ok(vec![text.clone()]),
+        Value::Array(items) => items
             .iter()
             .map(|item| match item {
-                Value::Text(text) => Ok(text.clone()),
+                Value::String(text) => Ok(text.clone()),
                 _ => Err(format!("{at}: expected a list of strings")),
             })
             .collect(),
-        Value::Map(_) => Err(format!("{at}: expected a list of strings")),
+        _ => Err(format!("{at}: expected a list of strings")),
     }
 }
 
@@ -131,7 +133,7 @@ fn import_mirror(at: &str, key: String, mirror: &Value, endpoints: &mut Vec<Stri
             "rewrite" => {
                 for (pattern, replacement) in entries(value, &format!("{at}.rewrite"))? {
                     let rule_at = format!("{at}.rewrite[{pattern:?}]");
-                    let Value::Text(replacement) = replacement else {
+                    let Value::String(replacement) = replacement else {
                         return Err(format!("{rule_at}: expected a string replacement"));
                     };
                     if let Err(e) = regex_lite::Regex::new(pattern) {
@@ -226,7 +228,7 @@ fn passthrough_projects(registries: &[Registry], notes: &mut Vec<String>) -> Vec
 }
 
 fn json(text: &str) -> String {
-    serde_json::Value::String(text.to_owned()).to_string()
+    Value::String(text.to_owned()).to_string()
 }
 
 /// The configuration as JSON, rules in document order (the filter applies the first match),
@@ -357,7 +359,8 @@ configs:
             ("mirrors: [a]\n", "mirrors: expected a mapping"),
             ("mirrors:\n  docker.io:\n    endpoint: {a: b}\n", "endpoint: expected a list of strings"),
             ("mirrors:\n  docker.io: {}\n  Docker.io: {}\n", "\"docker.io\" is mirrored twice"),
-            ("mirrors: &a\n", "registries.yaml: line 1: anchors are not supported"),
+            ("mirrors: [a\n", "registries.yaml: line 1 column 10: unclosed bracket"),
+            ("mirrors:\n  docker.io: {}\n  docker.io: {}\n", "registries.yaml: line 3 column 3: duplicate mapping key: docker.io"),
         ];
         for (source, want) in cases {
             let err = import(source).expect_err(source);

@@ -1,154 +1,268 @@
 //! `harbor-mirror`: the filter's core on the command line.
 //!
 //! ```text
-//! harbor-mirror check CONFIG
-//! harbor-mirror explain CONFIG 'GET /v2/library/nginx/manifests/latest?ns=docker.io' [--host H]
+//! harbor-mirror check FILE
+//! harbor-mirror explain FILE 'METHOD PATH' [--host HOST]
 //! harbor-mirror import-k3s REGISTRIES_YAML
 //! harbor-mirror clients --mirror URL [--mirror URL]... [--only RECIPE]
 //! ```
 //!
-//! CONFIG is the filter's JSON configuration (`-` reads stdin). Exit status: 0 done, 1 the
-//! input is wrong (the message says where), 2 the command line is wrong.
-#![forbid(unsafe_code)]
+//! FILE is the filter's JSON configuration, or a file that holds it ([`source`]); `-` reads
+//! stdin. Exit status: 0 done, 1 the input is wrong (the message says where), 2 the command
+//! line is wrong.
 
 mod clients;
 mod explain;
 mod k3s;
+mod source;
 mod yaml;
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::process::ExitCode;
 
 use harbor_mirror_core::{Config, PluginConfig};
+use lexopt::{Arg, Parser, ValueExt};
 
 use clients::{Mirror, Recipe};
 
-const USAGE: &str = "usage:
-  harbor-mirror check CONFIG
-      parse and compile the filter's JSON configuration, with the errors Envoy would log
-  harbor-mirror explain CONFIG 'METHOD PATH' [--host HOST]
-      what the filter does with one request: registry, rule, the rewritten path or the refusal
-  harbor-mirror import-k3s REGISTRIES_YAML
-      convert a k3s/RKE2 registries.yaml into a filter configuration (stdout), with notes on
-      what cannot be carried over (stderr)
-  harbor-mirror clients --mirror URL [--mirror URL]... [--only docker|containerd|containerd-default|containers|k3s]
-      client configuration for the mirror (several mirrors are tried in order)
-CONFIG or REGISTRIES_YAML may be - for stdin.";
+const USAGE: &str = "usage: harbor-mirror COMMAND [OPTIONS]
+
+commands:
+  check FILE                       the filter's configuration, with the errors Envoy would log
+  explain FILE 'METHOD PATH'       what the filter does with one request
+  import-k3s REGISTRIES_YAML       a k3s/RKE2 registries.yaml as a filter configuration
+  clients --mirror URL             client configuration for the mirror
+  help [COMMAND]                   this, or a command's own help
+
+FILE is the filter's JSON configuration, an Envoy bootstrap (YAML or JSON) with the
+harbor_mirror wasm filter, an Istio WasmPlugin, an Envoy Gateway EnvoyExtensionPolicy or a
+Higress WasmPlugin; - reads stdin. `harbor-mirror COMMAND --help` tells more.";
+
+/// One command's usage line and help.
+struct Command {
+    name: &'static str,
+    usage: &'static str,
+    help: &'static str,
+}
+
+const COMMANDS: [Command; 4] = [
+    Command {
+        name: "check",
+        usage: "harbor-mirror check FILE",
+        help: "Reads the filter's configuration from FILE (found in an Envoy bootstrap or a Kubernetes
+resource), parses and compiles it as the filter's on_configure does, and prints a summary of
+each configuration, or the error Envoy would log.",
+    },
+    Command {
+        name: "explain",
+        usage: "harbor-mirror explain FILE 'METHOD PATH' [--host HOST]",
+        help: "What the filter does with one request: the registry it selects and why, the rule, the
+rewritten path, or the refusal with its status and OCI error.
+
+  --host HOST    the request's :authority (host routing, Higress's domain rules)",
+    },
+    Command {
+        name: "import-k3s",
+        usage: "harbor-mirror import-k3s REGISTRIES_YAML",
+        help: "Converts a k3s/RKE2 registries.yaml (mirrors, rewrite rules) into a filter configuration on
+stdout, with a note on stderr for everything that cannot be carried over.",
+    },
+    Command {
+        name: "clients",
+        usage: "harbor-mirror clients --mirror URL [--mirror URL]... [--only RECIPE]",
+        help: "Client configuration for the mirror: docker's daemon.json, containerd's hosts.toml (docker.io
+and _default), containers' registries.conf, k3s's registries.yaml. Several mirrors are
+tried in order.
+
+  --mirror URL     the mirror as clients reach it (http:// or https://), repeatable
+  --only RECIPE    one of docker, containerd, containerd-default, containers, k3s",
+    },
+];
 
 /// A failure and its exit status.
 enum Failure {
-    Usage(String),
+    /// The command line is wrong: the message, and the command whose usage to show.
+    Usage(String, Option<&'static Command>),
+    /// The input is wrong.
     Input(String),
 }
 
+impl From<lexopt::Error> for Failure {
+    fn from(error: lexopt::Error) -> Self {
+        Failure::Usage(error.to_string(), None)
+    }
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    match run(Parser::from_env()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Input(message)) => {
             eprintln!("harbor-mirror: {message}");
             ExitCode::from(1)
         }
-        Err(Failure::Usage(message)) => {
-            eprintln!("harbor-mirror: {message}\n{USAGE}");
+        Err(Failure::Usage(message, command)) => {
+            match command {
+                Some(command) => eprintln!("harbor-mirror: {message}\nusage: {}", command.usage),
+                None => eprintln!("harbor-mirror: {message}\n{USAGE}"),
+            }
             ExitCode::from(2)
         }
     }
 }
 
-fn run(args: &[String]) -> Result<(), Failure> {
-    let (command, rest) = args.split_first().ok_or_else(|| Failure::Usage("a command is required".to_owned()))?;
-    let options = Options::parse(rest)?;
-    match command.as_str() {
-        "check" => {
-            let [file] = options.positional(1, "check CONFIG")?;
-            let scoped = load_config(file)?;
-            for (index, config) in scoped.configs.iter().enumerate() {
-                println!("{file}: ok{}, {}", scoped.selector.describe(index), summary(config));
-            }
-            Ok(())
-        }
-        "explain" => {
-            let [file, request] = options.positional(2, "explain CONFIG 'METHOD PATH'")?;
-            let (method, path) = explain::parse_request_line(request).map_err(Failure::Usage)?;
-            let scoped = load_config(file)?;
-            print!("{}", explain::explain(&scoped, method, path, options.host.as_deref().unwrap_or("")));
-            Ok(())
-        }
-        "import-k3s" => {
-            let [file] = options.positional(1, "import-k3s REGISTRIES_YAML")?;
-            let source = String::from_utf8(read(file)?).map_err(|_| Failure::Input(format!("{file}: not UTF-8")))?;
-            let import = k3s::import(&source).map_err(|e| Failure::Input(format!("{file}: {e}")))?;
-            // What it wrote must be what the filter accepts; a failure here is a bug.
-            Config::from_json(import.config_json.as_bytes())
-                .map_err(|e| Failure::Input(format!("{file}: the converted configuration is invalid: {e}")))?;
-            for note in &import.notes {
-                eprintln!("harbor-mirror import-k3s: {note}");
-            }
-            print!("{}", import.config_json);
-            Ok(())
-        }
-        "clients" => {
-            let _: [&str; 0] = options.positional(0, "clients --mirror URL")?;
-            if options.mirrors.is_empty() {
-                return Err(Failure::Usage("clients: --mirror URL is required".to_owned()));
-            }
-            let mirrors =
-                options.mirrors.iter().map(|url| Mirror::parse(url)).collect::<Result<Vec<_>, _>>().map_err(Failure::Usage)?;
-            match &options.only {
-                Some(name) => {
-                    let recipe = Recipe::from_name(name).ok_or_else(|| Failure::Usage(format!("--only {name:?}: no such recipe")))?;
-                    print!("{}", recipe.render(&mirrors));
-                }
-                None => print!("{}", clients::all(&mirrors)),
-            }
-            Ok(())
-        }
-        "help" | "--help" | "-h" => {
+fn run(mut parser: Parser) -> Result<(), Failure> {
+    let name = match parser.next()? {
+        Some(Arg::Value(name)) => name.string()?,
+        Some(Arg::Long("help") | Arg::Short('h')) => {
             println!("{USAGE}");
+            return Ok(());
+        }
+        Some(arg) => return Err(arg.unexpected().into()),
+        None => return Err(Failure::Usage("a command is required".to_owned(), None)),
+    };
+    if name == "help" {
+        let topic = parser.next()?.map(|arg| match arg {
+            Arg::Value(value) => value.string().map_err(Failure::from),
+            arg => Err(arg.unexpected().into()),
+        });
+        return match topic.transpose()? {
+            None => {
+                println!("{USAGE}");
+                Ok(())
+            }
+            Some(topic) => {
+                let command = find_command(&topic)?;
+                println!("usage: {}\n\n{}", command.usage, command.help);
+                Ok(())
+            }
+        };
+    }
+    let command = find_command(&name)?;
+    let options = match Options::parse(command, &mut parser)? {
+        Some(options) => options,
+        None => {
+            println!("usage: {}\n\n{}", command.usage, command.help);
+            return Ok(());
+        }
+    };
+    match command.name {
+        "check" => check(options.positional::<1>(command)?),
+        "explain" => {
+            let [file, request] = options.positional::<2>(command)?;
+            let (method, path) = explain::parse_request_line(&request).map_err(|e| Failure::Usage(e, Some(command)))?;
+            let plugin = one_config(&file)?;
+            print!("{}", explain::explain(&plugin, method, path, options.host.as_deref().unwrap_or("")));
             Ok(())
         }
-        other => Err(Failure::Usage(format!("unknown command {other:?}"))),
+        "import-k3s" => import_k3s(options.positional::<1>(command)?),
+        _ => clients(command, &options),
     }
 }
 
-/// The command line after the command: positional arguments and the options any command takes.
+fn find_command(name: &str) -> Result<&'static Command, Failure> {
+    COMMANDS.iter().find(|command| command.name == name).ok_or_else(|| Failure::Usage(format!("unknown command {name:?}"), None))
+}
+
+/// A command's arguments: its positional ones, and the options it takes (others are refused).
 #[derive(Default)]
-struct Options<'a> {
-    positional: Vec<&'a str>,
+struct Options {
+    positional: Vec<String>,
     host: Option<String>,
     mirrors: Vec<String>,
     only: Option<String>,
 }
 
-impl<'a> Options<'a> {
-    fn parse(args: &'a [String]) -> Result<Self, Failure> {
+impl Options {
+    /// The arguments after `command`; `None` when they ask for its help.
+    fn parse(command: &'static Command, parser: &mut Parser) -> Result<Option<Options>, Failure> {
+        let usage = |error: lexopt::Error| Failure::Usage(error.to_string(), Some(command));
         let mut options = Options::default();
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            let (name, inline) = match arg.split_once('=') {
-                Some((name, value)) if name.starts_with("--") => (name, Some(value.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || {
-                inline.clone().or_else(|| args.next().cloned()).ok_or_else(|| Failure::Usage(format!("{name} needs a value")))
-            };
-            match name {
-                "--host" => options.host = Some(value()?),
-                "--mirror" => options.mirrors.push(value()?),
-                "--only" => options.only = Some(value()?),
-                flag if flag.starts_with("--") => return Err(Failure::Usage(format!("unknown option {flag}"))),
-                _ => options.positional.push(arg),
+        while let Some(arg) = parser.next().map_err(usage)? {
+            match (command.name, arg) {
+                (_, Arg::Long("help") | Arg::Short('h')) => return Ok(None),
+                ("explain", Arg::Long("host")) => options.host = Some(value(parser).map_err(usage)?),
+                ("clients", Arg::Long("mirror")) => options.mirrors.push(value(parser).map_err(usage)?),
+                ("clients", Arg::Long("only")) => options.only = Some(value(parser).map_err(usage)?),
+                (_, Arg::Value(value)) => options.positional.push(value.string().map_err(usage)?),
+                (_, arg) => return Err(usage(arg.unexpected())),
             }
         }
-        Ok(options)
+        Ok(Some(options))
     }
 
     /// Exactly `N` positional arguments.
-    fn positional<const N: usize>(&self, count: usize, form: &str) -> Result<[&'a str; N], Failure> {
-        <[&str; N]>::try_from(self.positional.as_slice())
-            .map_err(|_| Failure::Usage(format!("expected {form} ({count} argument(s), got {})", self.positional.len())))
+    fn positional<const N: usize>(&self, command: &'static Command) -> Result<[String; N], Failure> {
+        <[String; N]>::try_from(self.positional.clone()).map_err(|got: Vec<String>| {
+            Failure::Usage(format!("{} takes {N} argument(s), got {}", command.name, got.len()), Some(command))
+        })
     }
+}
+
+fn value(parser: &mut Parser) -> Result<String, lexopt::Error> {
+    let value: OsString = parser.value()?;
+    value.string()
+}
+
+fn check([file]: [String; 1]) -> Result<(), Failure> {
+    for found in source::find(&read(&file)?).map_err(|e| Failure::Input(format!("{file}: {e}")))? {
+        let label = if found.place.is_empty() { file.clone() } else { format!("{file} ({})", found.place) };
+        let plugin = PluginConfig::from_json(&found.json).map_err(|e| Failure::Input(invalid(&found.place, &e)))?;
+        for (index, config) in plugin.configs.iter().enumerate() {
+            println!("{label}: ok{}, {}", plugin.selector.describe(index), summary(config));
+        }
+    }
+    Ok(())
+}
+
+/// The one filter configuration in `file`, as the filter's `on_configure` reads it.
+fn one_config(file: &str) -> Result<PluginConfig, Failure> {
+    let mut found = source::find(&read(file)?).map_err(|e| Failure::Input(format!("{file}: {e}")))?;
+    if found.len() > 1 {
+        let places: Vec<&str> = found.iter().map(|found| found.place.as_str()).collect();
+        return Err(Failure::Input(format!("{file}: holds {} filter configurations ({}); explain reads one", found.len(), places.join("; "))));
+    }
+    let found = found.pop().ok_or_else(|| Failure::Input(format!("{file}: holds no filter configuration")))?;
+    PluginConfig::from_json(&found.json).map_err(|e| Failure::Input(invalid(&found.place, &e)))
+}
+
+/// The message of a configuration error, where it was found.
+fn invalid(place: &str, error: &harbor_mirror_core::ConfigError) -> String {
+    if place.is_empty() { format!("invalid configuration: {error}") } else { format!("invalid configuration in {place}: {error}") }
+}
+
+fn import_k3s([file]: [String; 1]) -> Result<(), Failure> {
+    let source = String::from_utf8(read(&file)?).map_err(|_| Failure::Input(format!("{file}: not UTF-8")))?;
+    let import = k3s::import(&source).map_err(|e| Failure::Input(format!("{file}: {e}")))?;
+    // What it wrote must be what the filter accepts; a failure here is a bug.
+    Config::from_json(import.config_json.as_bytes())
+        .map_err(|e| Failure::Input(format!("{file}: the converted configuration is invalid: {e}")))?;
+    for note in &import.notes {
+        eprintln!("harbor-mirror import-k3s: {note}");
+    }
+    print!("{}", import.config_json);
+    Ok(())
+}
+
+fn clients(command: &'static Command, options: &Options) -> Result<(), Failure> {
+    let [] = options.positional::<0>(command)?;
+    if options.mirrors.is_empty() {
+        return Err(Failure::Usage("clients: --mirror URL is required".to_owned(), Some(command)));
+    }
+    let mirrors = options
+        .mirrors
+        .iter()
+        .map(|url| Mirror::parse(url))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::Usage(e, Some(command)))?;
+    match &options.only {
+        Some(name) => {
+            let recipe = Recipe::from_name(name).ok_or_else(|| Failure::Usage(format!("--only {name:?}: no such recipe"), Some(command)))?;
+            print!("{}", recipe.render(&mirrors));
+        }
+        None => print!("{}", clients::all(&mirrors)),
+    }
+    Ok(())
 }
 
 fn read(file: &str) -> Result<Vec<u8>, Failure> {
@@ -158,12 +272,6 @@ fn read(file: &str) -> Result<Vec<u8>, Failure> {
         return Ok(bytes);
     }
     std::fs::read(file).map_err(|e| Failure::Input(format!("{file}: {e}")))
-}
-
-/// The configuration as the filter's `on_configure` reads it (Higress's `_rules_` envelope
-/// included), failing with its log line.
-fn load_config(file: &str) -> Result<PluginConfig, Failure> {
-    PluginConfig::from_json(&read(file)?).map_err(|e| Failure::Input(format!("invalid configuration: {e}")))
 }
 
 fn summary(config: &Config) -> String {
