@@ -5,6 +5,10 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use harbor_mirror_core::challenge::{client_scheme, parse, rewrite, RealmTarget};
 
+mod common;
+
+use common::Report;
+
 /// A challenge as (scheme, [(name, value)], token68), for comparing.
 type Shape<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>);
 
@@ -51,13 +55,15 @@ fn challenges_parse() {
         (r#"Bearer, Basic realm=x"#, vec![("Bearer", vec![], None), ("Basic", vec![("realm", "x")], None)]),
         ("", vec![]),
     ];
+    let mut report = Report::new("challenges");
     for (header, expected) in rows {
-        assert_eq!(shapes(header), Ok(expected), "{header}");
+        report.eq(header, shapes(header), Ok(expected));
     }
 }
 
 #[test]
 fn malformed_challenges_are_errors() {
+    let mut report = Report::new("malformed challenges");
     for (header, error) in [
         (r#"Bearer realm="unterminated"#, "expected a closing '\"' at byte 26"),
         (r#"realm="x""#, "expected a space after the auth scheme at byte 5"),
@@ -65,7 +71,7 @@ fn malformed_challenges_are_errors() {
         (r#"Bearer "x""#, "expected parameters or a token68 at byte 7"),
         (r#"Bearer realm="x" scope="y""#, "expected ',' between parameters at byte 17"),
     ] {
-        assert_eq!(shapes(header), Err(error.to_owned()), "{header}");
+        report.eq(header, shapes(header), Err(error.to_owned()));
     }
 }
 
@@ -100,8 +106,9 @@ fn realms_point_back_at_the_mirror_with_the_registry() {
         ("Bearer", quay, None),
         (r#"Bearer realm="unterminated"#, quay, None),
     ];
+    let mut report = Report::new("realm rewrites");
     for (header, target, expected) in rows {
-        assert_eq!(rewrite(header, target).as_deref(), *expected, "{header} for {target:?}");
+        report.eq(format_args!("{header} for {target:?}"), rewrite(header, target).as_deref(), *expected);
     }
 }
 
@@ -118,7 +125,8 @@ fn the_realm_scheme_is_the_one_the_client_used() {
         (b"", b"", "http"),
         (b"javascript", b"", "http"),
     ];
+    let mut report = Report::new("realm schemes");
     for (scheme, forwarded_proto, expected) in cases {
-        assert_eq!(client_scheme(scheme, forwarded_proto), expected, "{scheme:?} {forwarded_proto:?}");
+        report.eq(format_args!("{scheme:?} {forwarded_proto:?}"), client_scheme(scheme, forwarded_proto), expected);
     }
 }

@@ -41,8 +41,9 @@ fn requests_get_the_configuration_of_the_first_rule_their_host_matches() {
         ("other.example.com", "/v2/ghcr-proxy/x/y/manifests/1"),
         ("[::1]:5000", "/v2/ghcr-proxy/x/y/manifests/1"),
     ];
+    let mut report = Report::new("hosts");
     for (authority, expected) in cases {
-        assert_eq!(routed(&scoped, authority).as_deref(), Some(expected), "{authority}");
+        report.eq(authority, routed(&scoped, authority).as_deref(), Some(expected));
     }
 }
 
@@ -95,10 +96,11 @@ fn a_bad_envelope_is_refused_with_the_rule_and_field() {
 
 #[test]
 fn errors_of_a_plain_configuration_are_the_configurations_own() {
+    let mut report = Report::new("plain configurations");
     for json in ["not json", "[]", r#"{"registries": {}}"#, r#"{"a": 1, "a": 2}"#, ""] {
         let scoped = PluginConfig::from_json(json.as_bytes()).map(|_| ()).map_err(|e| e.to_string());
         let plain = harbor_mirror_core::Config::from_json(json.as_bytes()).map(|_| ()).map_err(|e| e.to_string());
-        assert_eq!(scoped, plain, "{json}");
+        report.eq(json, scoped, plain);
     }
 }
 

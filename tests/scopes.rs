@@ -7,27 +7,13 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 mod common;
 
 use common::Expect::*;
-use common::{check, parse};
+use common::{check, parse, TYPICAL};
 use harbor_mirror_core::{decide, Request};
 
-const CONFIG: &str = r#"{
-  "registries": {
-    "docker.io": {
-      "project": "dockerhub-proxy",
-      "aliases": ["dockerhub"],
-      "rewrite": {"^ksd-test/(.*)$": "production/$1"},
-      "deny": ["^library/evil$"]
-    },
-    "quay.io": {"project": "quay-proxy", "hosts": ["quay.mirror.example.com"]},
-    "ghcr.io": {"project": "ghcr-proxy"}
-  },
-  "default_registry": "docker.io",
-  "passthrough_projects": ["production"]
-}"#;
 
 #[test]
 fn token_request_scopes_are_mapped_like_paths() {
-    check(&parse(CONFIG), &[
+    check(&parse(TYPICAL), &[
         // docker 20.10: its own name, percent-encoded, no ns: the default registry.
         ("GET", "/service/token?scope=repository%3Alibrary%2Falpine%3Apull&service=harbor-registry", "m",
             Token("/service/token?scope=repository:dockerhub-proxy/library/alpine:pull&service=harbor-registry")),
@@ -65,7 +51,7 @@ fn token_request_scopes_are_mapped_like_paths() {
 
 #[test]
 fn refused_names_get_no_scope() {
-    check(&parse(CONFIG), &[
+    check(&parse(TYPICAL), &[
         ("GET", "/service/token?scope=repository:library/evil:pull&scope=repository:library/a:pull", "m",
             Token("/service/token?scope=repository:dockerhub-proxy/library/a:pull")),
         ("GET", "/service/token?scope=repository:library/evil:pull&service=harbor-registry", "m", Token("/service/token?service=harbor-registry")),
@@ -78,7 +64,7 @@ fn refused_names_get_no_scope() {
 
 #[test]
 fn dropped_scopes_say_why() {
-    let config = parse(CONFIG);
+    let config = parse(TYPICAL);
     let decision = decide(&config, &Request { method: "GET", path: "/service/token?scope=repository:library/evil:pull", authority: "m" });
     assert_eq!(
         decision.to_string(),

@@ -93,6 +93,27 @@ pub fn parse(json: &str) -> Config {
     Config::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("test configuration: {e}"))
 }
 
+/// The configuration of the README's contract, with host routing, allow and deny rules, a
+/// registry with a port and one without project: what the decision and scope tables use.
+pub const TYPICAL: &str = r#"{
+  "registries": {
+    "docker.io": {
+      "project": "dockerhub-proxy",
+      "hosts": ["docker.mirror.example.com"],
+      "aliases": ["dockerhub"],
+      "rewrite": {"^ksd-test/(.*)$": "production/$1", "^team/(.*)$": "elsewhere/$1"},
+      "allow": ["^library/", "^ksd-test/", "^team/", "^bitnami/"],
+      "deny": ["^library/evil$"]
+    },
+    "quay.io": {"project": "quay-proxy", "hosts": ["quay.mirror.example.com", "localhost"]},
+    "ghcr.io": {"project": "ghcr-proxy"},
+    "localhost:5001": {"project": "local-proxy"},
+    "plain.example": {"rewrite": {"^team/(.*)$": "production/team-$1"}}
+  },
+  "default_registry": "docker.io",
+  "passthrough_projects": ["production"]
+}"#;
+
 /// The managed-mode configuration the managed and response tests share.
 pub const MANAGED: &str = r#"{"registries": {"docker.io": {"project": "dockerhub-private"}}, "default_registry": "docker.io",
     "passthrough_projects": ["production"],
