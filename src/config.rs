@@ -54,6 +54,12 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl From<wire::ReadError> for ConfigError {
+    fn from(error: wire::ReadError) -> Self {
+        ConfigError::new(error.at, error.error)
+    }
+}
+
 /// A user regex with the text it was written as.
 #[derive(Debug)]
 pub struct Pattern {

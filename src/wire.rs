@@ -14,8 +14,6 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-
 thread_local! {
     /// The places of the values being read, outermost first; left as they were at an error.
     static PLACE: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
@@ -31,11 +29,18 @@ fn at<T, E>(place: impl FnOnce() -> String, value: impl FnOnce() -> Result<T, E>
     result
 }
 
-/// Reads a whole document as `T`; an error is a [`ConfigError`] at the innermost place noted, or
-/// at `configuration`, its message serde's with the position in `json`.
-pub(crate) fn read<T: DeserializeOwned>(json: &[u8]) -> Result<T, ConfigError> {
+/// A document that could not be read: serde's error, with its position in the document, and
+/// the innermost place noted (`configuration` when none was).
+#[derive(Debug)]
+pub(crate) struct ReadError {
+    pub at: String,
+    pub error: serde_json::Error,
+}
+
+/// Reads a whole document as `T`.
+pub(crate) fn read<T: DeserializeOwned>(json: &[u8]) -> Result<T, ReadError> {
     PLACE.with_borrow_mut(Vec::clear);
-    serde_json::from_slice(json).map_err(|e| {
+    serde_json::from_slice(json).map_err(|error| {
         let places = PLACE.with_borrow_mut(std::mem::take);
         let mut place = String::new();
         for segment in &places {
@@ -44,7 +49,7 @@ pub(crate) fn read<T: DeserializeOwned>(json: &[u8]) -> Result<T, ConfigError> {
             }
             place.push_str(segment);
         }
-        ConfigError::new(if place.is_empty() { "configuration".to_owned() } else { place }, e)
+        ReadError { at: if place.is_empty() { "configuration".to_owned() } else { place }, error }
     })
 }
 
