@@ -353,7 +353,8 @@ impl MirrorRequest {
             },
             _ => return Ok(Authenticated::Continue(None)),
         };
-        let cached = cache.read(oci::first_component(repository).0);
+        let project = oci::first_component(repository).0;
+        let cached = cache.read(project);
         let step = cache.fetches.borrow_mut().on_request(self.id, repository, cached.as_deref().and_then(CacheEntry::decode), now_secs()?);
         match step {
             Step::Forward { token } => {
@@ -362,7 +363,7 @@ impl MirrorRequest {
                 Ok(Authenticated::Continue(Some(token)))
             }
             Step::Refuse(refusal) => {
-                log(LogLevel::Debug, &format!("token: a recent failure is remembered: {}", refusal.message));
+                log(LogLevel::Debug, &format!("token for project {project}: a recent failure is remembered: {}", refusal.message));
                 send_refusal(&refusal, debug_header)?;
                 Ok(Authenticated::Answered)
             }
