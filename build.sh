@@ -3,8 +3,9 @@
 #
 #   ./build.sh build   release .wasm in dist/ (with its .sha256), size printed, and the
 #                      command-line tool dist/harbor-mirror (check, explain, import-k3s, clients)
-#   ./build.sh up      Envoy + filter on 127.0.0.1:5000 in front of $HARBOR_URL, or of an
-#                      embedded local registry seeded with a small image
+#   ./build.sh up      Envoy + filter on 127.0.0.1:5000 in front of $HARBOR_URL (whose projects
+#                      the filter discovers), or of an embedded local registry seeded with a
+#                      small image
 #   ./build.sh image   the .wasm as an OCI image (one layer holding plugin.wasm) in the OCI
 #                      layout dist/image, tagged with the crate's version; pushed with skopeo to
 #                      $IMAGE (e.g. harbor.example.com/harbor-mirror/plugin:0.1.0) when set
@@ -144,6 +145,13 @@ cmd_up() {
   trap 'stop_started; rm -rf "$run"' EXIT
   trap 'exit 130' INT TERM
   local upstream=${HARBOR_URL:-}
+  if [ -n "$upstream" ] && [ -z "${PLUGIN_CONFIG:-}" ]; then
+    # Harbor's address is the whole configuration: the filter reads its proxy-cache projects.
+    local authority=${upstream#*://}; authority=${authority%%/*}
+    printf '{"discover": {"cluster": "harbor", "authority": "%s"}, "default_registry": "docker.io"}\n' "$authority" >"$run/plugin.json"
+    plugin_args=(--plugin-config "$run/plugin.json")
+    say "discovery: the filter reads the registries from $upstream's project API"
+  fi
   if [ -z "$upstream" ]; then
     install_apt docker-registry skopeo
     local registry_port; registry_port=$(free_port)

@@ -8,8 +8,9 @@ use std::fmt;
 
 use regex_lite::Regex;
 
+use crate::discovery::Mapping;
 use crate::oci;
-use crate::wire::{self, WireAuth, WireConfig, WireRegistry};
+use crate::wire::{self, WireAuth, WireConfig, WireDiscover, WireRegistry, WireRobot};
 
 /// Docker Hub's registry key, the one registry whose single-segment names get `library/`.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -194,6 +195,51 @@ impl fmt::Debug for Managed {
 pub const DEFAULT_TOKEN_TIMEOUT_MS: u64 = 5000;
 const MAX_TOKEN_TIMEOUT_MS: u64 = 60_000;
 
+/// Discovery: the registries read from Harbor's project API.
+pub struct Discover {
+    /// The Envoy cluster that reaches Harbor's API.
+    pub cluster: String,
+    /// The `:authority` of the API calls (Harbor's host name).
+    pub authority: String,
+    /// The robot whose Basic credentials the calls carry (`discover.robot`, else `auth.robot`);
+    /// `None`: anonymous, and Harbor lists public projects only.
+    pub robot: Option<String>,
+    /// `Basic <base64(username:password)>` of that robot.
+    pub authorization: Option<String>,
+    /// Seconds between refreshes.
+    pub interval_s: u64,
+    /// How long an API call may take.
+    pub timeout_ms: u64,
+}
+
+impl fmt::Debug for Discover {
+    /// Never shows the credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discover")
+            .field("cluster", &self.cluster)
+            .field("authority", &self.authority)
+            .field("robot", &self.robot)
+            .field("interval_s", &self.interval_s)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default for `discover.interval_s`.
+pub const DEFAULT_DISCOVER_INTERVAL_S: u64 = 300;
+const MAX_DISCOVER_INTERVAL_S: u64 = 86_400;
+
+/// Where a configuration with `discover` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovered {
+    /// No `discover`: the registries are the configuration's.
+    Off,
+    /// `discover`, and no mapping read from Harbor yet: requests that need routing get 503.
+    Awaiting,
+    /// `discover`, with this mapping merged in (a static registry overrides the one for its key).
+    Applied(Mapping),
+}
+
 /// The compiled, read-only configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -212,6 +258,25 @@ pub struct Config {
     pub debug_header: bool,
     /// Token auth: pass-through rewriting and managed mode.
     pub auth: Auth,
+    /// Discovery of the registries from Harbor's API.
+    pub discover: Option<Discover>,
+    /// The mapping from Harbor merged in, if any.
+    pub discovered: Discovered,
+    /// With discovery: `default_registry` when Harbor has no project for it (requests that
+    /// would go there get 404, as for an unknown registry).
+    pub default_missing: Option<String>,
+    /// With discovery: the wire form, to compile again with each mapping.
+    source: Option<Source>,
+}
+
+/// The wire form a configuration with discovery is compiled from again; its `Debug` shows
+/// nothing of it (it holds passwords).
+struct Source(Box<WireConfig>);
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Source(..)")
+    }
 }
 
 impl Config {
@@ -223,13 +288,50 @@ impl Config {
         Config::compile(wire::read::<WireConfig>(json)?)
     }
 
-    /// Compiles a configuration read from its wire form.
+    /// Compiles a configuration read from its wire form; with `discover`, awaiting its mapping.
     pub(crate) fn compile(wire: WireConfig) -> Result<Config, ConfigError> {
-        if wire.registries.is_empty() {
+        Config::compile_with(wire, None)
+    }
+
+    /// This configuration with `mapping` read from Harbor: compiled anew, its static registries
+    /// first (each overriding the discovered one for its key), then the discovered ones.
+    pub fn with_mapping(&self, mapping: &Mapping) -> Result<Config, ConfigError> {
+        let source = self.source.as_ref().ok_or_else(|| ConfigError::new("discover", "is not configured"))?;
+        Config::compile_with((*source.0).clone(), Some(mapping))
+    }
+
+    /// Whether the configuration awaits its first mapping from Harbor.
+    pub fn awaits_discovery(&self) -> bool {
+        self.discovered == Discovered::Awaiting
+    }
+
+    fn compile_with(mut wire: WireConfig, mapping: Option<&Mapping>) -> Result<Config, ConfigError> {
+        let discover = wire.discover.as_ref().map(|discover| compile_discover(discover, wire.auth.as_ref())).transpose()?;
+        let source = discover.is_some().then(|| Source(Box::new(wire.clone())));
+        let mut registries = match (wire.registries.take(), &discover) {
+            (Some(registries), _) => registries,
+            (None, Some(_)) => Vec::new(),
+            (None, None) => {
+                return Err(ConfigError::new("registries", "is required (or discover, to read them from harbor)"));
+            }
+        };
+        if registries.is_empty() && discover.is_none() {
             return Err(ConfigError::new("registries", "at least one registry is required"));
         }
+        if let Some(mapping) = mapping {
+            for (key, project) in &mapping.entries {
+                if !registries.iter().any(|(known, _)| known == key) && is_valid_registry_key(key) && oci::is_valid_component(project) {
+                    registries.push((key.clone(), WireRegistry { project: Some(project.clone()), ..WireRegistry::default() }));
+                }
+            }
+        }
+        let discovered = match (&discover, mapping) {
+            (None, _) => Discovered::Off,
+            (Some(_), None) => Discovered::Awaiting,
+            (Some(_), Some(mapping)) => Discovered::Applied(mapping.clone()),
+        };
         let mut config = Config {
-            registries: Vec::with_capacity(wire.registries.len()),
+            registries: Vec::with_capacity(registries.len()),
             by_key: Index::new(Case::Fold),
             by_alias: Index::new(Case::Exact),
             by_host: Index::new(Case::Fold),
@@ -241,24 +343,29 @@ impl Config {
                 Some(auth) => compile_auth(auth, wire.read_only)?,
                 None => Auth { rewrite_tokens: true, managed: None },
             },
+            discover,
+            discovered,
+            default_missing: None,
+            source,
         };
         for (index, project) in wire.passthrough_projects.iter().enumerate() {
             let at = format!("passthrough_projects[{index}]");
             check_project(&at, project)?;
             config.add_project(project);
         }
-        for (index, (key, registry)) in wire.registries.into_iter().enumerate() {
+        for (index, (key, registry)) in registries.into_iter().enumerate() {
             let at = format!("registries[{key:?}]");
             config.add_registry(&at, index, key, registry)?;
         }
-        if let Some(name) = &wire.default_registry {
-            let index = config.registries.iter().position(|registry| registry.key == *name).ok_or_else(|| {
-                ConfigError::new(
-                    "default_registry",
-                    format!("{name:?} is not one of the configured registries"),
-                )
-            })?;
-            config.default_registry = Some(index);
+        if let Some(name) = wire.default_registry {
+            match config.registries.iter().position(|registry| registry.key == name) {
+                Some(index) => config.default_registry = Some(index),
+                // Harbor may have a project for it at the next refresh.
+                None if config.discover.is_some() => config.default_missing = Some(name),
+                None => {
+                    return Err(ConfigError::new("default_registry", format!("{name:?} is not one of the configured registries")));
+                }
+            }
         }
         Ok(config)
     }
@@ -421,6 +528,59 @@ impl Index {
     }
 }
 
+fn compile_discover(wire: &WireDiscover, auth: Option<&WireAuth>) -> Result<Discover, ConfigError> {
+    let cluster = name_without_spaces("discover.cluster", &wire.cluster)?;
+    let authority = name_without_spaces("discover.authority", &wire.authority)?;
+    let interval_s = wire.interval_s.unwrap_or(DEFAULT_DISCOVER_INTERVAL_S);
+    if !(1..=MAX_DISCOVER_INTERVAL_S).contains(&interval_s) {
+        return Err(ConfigError::new("discover.interval_s", format!("must be between 1 and {MAX_DISCOVER_INTERVAL_S}")));
+    }
+    let timeout_ms = wire.timeout_ms.unwrap_or(DEFAULT_TOKEN_TIMEOUT_MS);
+    if !(1..=MAX_TOKEN_TIMEOUT_MS).contains(&timeout_ms) {
+        return Err(ConfigError::new("discover.timeout_ms", format!("must be between 1 and {MAX_TOKEN_TIMEOUT_MS}")));
+    }
+    let robot = match (&wire.robot, auth.and_then(|auth| auth.robot.as_ref())) {
+        (Some(robot), _) => Some(check_robot("discover.robot", robot)?),
+        (None, Some(robot)) => Some(check_robot("auth.robot", robot)?),
+        (None, None) => None,
+    };
+    Ok(Discover {
+        cluster,
+        authority,
+        authorization: robot.map(basic),
+        robot: robot.map(|robot| robot.username.clone()),
+        interval_s,
+        timeout_ms,
+    })
+}
+
+/// A robot's credentials, checked at `at`.
+fn check_robot<'w>(at: &str, robot: &'w WireRobot) -> Result<&'w WireRobot, ConfigError> {
+    if robot.username.is_empty() {
+        return Err(ConfigError::new(format!("{at}.username"), "must not be empty"));
+    }
+    if robot.username.contains(':') {
+        return Err(ConfigError::new(format!("{at}.username"), "must not contain ':' (Basic auth separates it from the password with ':')"));
+    }
+    if robot.password.is_empty() {
+        return Err(ConfigError::new(format!("{at}.password"), "must not be empty"));
+    }
+    Ok(robot)
+}
+
+/// `Basic <base64(username:password)>`.
+fn basic(robot: &WireRobot) -> String {
+    let credentials = format!("{}:{}", robot.username, robot.password);
+    format!("Basic {}", crate::base64::encode(credentials.as_bytes()))
+}
+
+fn name_without_spaces(at: &str, value: &str) -> Result<String, ConfigError> {
+    if value.is_empty() || value.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(ConfigError::new(at, "must be a non-empty name without spaces"));
+    }
+    Ok(value.to_owned())
+}
+
 fn compile_auth(wire: WireAuth, read_only: bool) -> Result<Auth, ConfigError> {
     let managed = match wire.robot {
         None => {
@@ -432,15 +592,7 @@ fn compile_auth(wire: WireAuth, read_only: bool) -> Result<Auth, ConfigError> {
             None
         }
         Some(robot) => {
-            if robot.username.is_empty() {
-                return Err(ConfigError::new("auth.robot.username", "must not be empty"));
-            }
-            if robot.username.contains(':') {
-                return Err(ConfigError::new("auth.robot.username", "must not contain ':' (Basic auth separates it from the password with ':')"));
-            }
-            if robot.password.is_empty() {
-                return Err(ConfigError::new("auth.robot.password", "must not be empty"));
-            }
+            check_robot("auth.robot", &robot)?;
             if !read_only {
                 return Err(ConfigError::new("auth.robot", "managed mode pulls only; it needs read_only true"));
             }
@@ -455,9 +607,8 @@ fn compile_auth(wire: WireAuth, read_only: bool) -> Result<Auth, ConfigError> {
             if !(1..=MAX_TOKEN_TIMEOUT_MS).contains(&timeout_ms) {
                 return Err(ConfigError::new("auth.timeout_ms", format!("must be between 1 and {MAX_TOKEN_TIMEOUT_MS}")));
             }
-            let credentials = format!("{}:{}", robot.username, robot.password);
             Some(Managed {
-                authorization: format!("Basic {}", crate::base64::encode(credentials.as_bytes())),
+                authorization: basic(&robot),
                 username: robot.username,
                 cluster,
                 authority,
@@ -481,12 +632,17 @@ fn check_project(at: &str, project: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_registry_key(at: &str, key: &str) -> Result<(), ConfigError> {
+/// Whether `key` is a registry key: a lower-case host name with an optional `:port`.
+pub fn is_valid_registry_key(key: &str) -> bool {
     let (host, port) = key.split_once(':').unwrap_or((key, ""));
     let host_ok = !host.is_empty()
         && host.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
     let port_ok = !key.contains(':') || (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
-    if !(host_ok && port_ok) {
+    host_ok && port_ok
+}
+
+fn check_registry_key(at: &str, key: &str) -> Result<(), ConfigError> {
+    if !is_valid_registry_key(key) {
         return Err(ConfigError::new(at, "a registry key is a lower-case host name with an optional :port"));
     }
     if DOCKER_HUB_SYNONYMS.contains(&key) {

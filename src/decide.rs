@@ -206,8 +206,11 @@ pub fn decide<'c>(config: &'c Config, request: &Request<'_>) -> Decision<'c> {
     if let Err(problem) = oci::check_endpoint(rest) {
         return refuse(400, problem.code(), format!("invalid endpoint {}: {problem}", Clipped(rest)));
     }
+    if config.awaits_discovery() && !config.is_under_project(name) {
+        return refuse_awaiting_discovery(config);
+    }
     let repository = RepositoryRequest { method: request.method, name, rest, query, aliased: alias.is_some() };
-    match select_registry(config, query, alias_registry, request.authority) {
+    match select_registry(config, query, alias_registry, request.authority, !config.is_under_project(name)) {
         Ok(Some(selected)) => repository.map(config, selected),
         Ok(None) => Decision::Forward { path: None, route: Route::NoRegistry },
         Err(refusal) => Decision::Refuse(refusal),
@@ -226,7 +229,12 @@ fn decide_token_request<'c>(
         let path = alias_registry.map(|_| without_alias(TOKEN_PATH, query));
         return Decision::Forward { path, route: Route::NotRepository };
     }
-    match select_registry(config, query, alias_registry, request.authority) {
+    if config.awaits_discovery() {
+        return refuse_awaiting_discovery(config);
+    }
+    // A token request without a registry is Harbor's to answer: it grants nothing on names
+    // no project has.
+    match select_registry(config, query, alias_registry, request.authority, false) {
         Ok(Some(selected)) => {
             let scopes = scopes::rewrite_scopes(config, selected.registry, query.unwrap_or(""));
             let mut path = String::with_capacity(TOKEN_PATH.len() + scopes.query.len());
@@ -250,12 +258,14 @@ struct Selected<'c> {
 }
 
 /// Picks the registry: `ns`, else the path alias, else the host, else the default. An `ns` this
-/// mirror does not serve is refused rather than guessed.
+/// mirror does not serve is refused rather than guessed, and so is a default registry Harbor has
+/// no project for when the name `needs_mapping` (it is under no project).
 fn select_registry<'c>(
     config: &'c Config,
     query: Option<&str>,
     alias_registry: Option<&'c Registry>,
     authority: &str,
+    needs_mapping: bool,
 ) -> Result<Option<Selected<'c>>, Refusal> {
     let ns = query.map(query::find_ns).transpose().map_err(|e| Refusal::new(400, ErrorCode::Unsupported, format!("{e}")))?;
     let selected = |registry, by| Some(Selected { registry, by });
@@ -274,8 +284,16 @@ fn select_registry<'c>(
         selected(registry, SelectedBy::Alias)
     } else if let Some(registry) = config.registry_for_host(authority::host(authority)) {
         selected(registry, SelectedBy::Host)
+    } else if let Some(registry) = config.default_registry() {
+        selected(registry, SelectedBy::Default)
+    } else if let Some(name) = config.default_missing.as_ref().filter(|_| needs_mapping) {
+        return Err(Refusal::new(
+            404,
+            ErrorCode::NameUnknown,
+            format!("registry {name:?} (default_registry) has no proxy-cache project in harbor (discover)"),
+        ));
     } else {
-        config.default_registry().and_then(|registry| selected(registry, SelectedBy::Default))
+        None
     })
 }
 
@@ -324,6 +342,17 @@ impl RepositoryRequest<'_> {
     }
 }
 
+
+/// Discovery has not read the registries from Harbor yet: clients get a 503 and fall back to
+/// their next mirror or the upstream.
+fn refuse_awaiting_discovery(config: &Config) -> Decision<'_> {
+    let cluster = config.discover.as_ref().map_or("", |discover| discover.cluster.as_str());
+    refuse(
+        503,
+        ErrorCode::Unavailable,
+        format!("the mirror has not read its registries from harbor's API yet (discover, through cluster {cluster:?}); try again shortly"),
+    )
+}
 
 /// Managed mode's listener is a pull-only mirror for anonymous clients: what is not the registry
 /// API is answered here, so that no request without the robot's token reaches Harbor on a

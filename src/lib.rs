@@ -29,6 +29,7 @@
 
 // Layers, each using only those below it:
 //   higress, managed, response        the plugin's configurations; managed mode; answers
+//   discovery                         the mapping read from Harbor's API
 //   decide                            one request's decision
 //   scopes, challenge                 token scopes (pass-through); WWW-Authenticate
 //   mapping                           a client's name to Harbor's
@@ -40,6 +41,7 @@ pub mod authority;
 pub mod challenge;
 pub mod config;
 pub mod decide;
+pub mod discovery;
 pub mod harbor;
 pub mod higress;
 pub mod managed;

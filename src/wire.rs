@@ -82,12 +82,13 @@ pub(crate) fn top_level_keys(json: &[u8]) -> Option<Vec<String>> {
 macro_rules! wire_config {
     ($(#[$doc:meta])* $name:ident { $($extra:tt)* }) => {
         $(#[$doc])*
-        #[derive(Deserialize)]
+        #[derive(Clone, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub(crate) struct $name {
-            /// In document order, a repeated key refused.
-            #[serde(deserialize_with = "registries")]
-            pub registries: Vec<(String, WireRegistry)>,
+            /// In document order, a repeated key refused; `None` when absent (with `discover`,
+            /// the registries come from Harbor).
+            #[serde(default, deserialize_with = "registries")]
+            pub registries: Option<Vec<(String, WireRegistry)>>,
             #[serde(default)]
             pub default_registry: Option<String>,
             #[serde(default)]
@@ -98,6 +99,8 @@ macro_rules! wire_config {
             pub debug_header: bool,
             #[serde(default, deserialize_with = "auth")]
             pub auth: Option<WireAuth>,
+            #[serde(default, deserialize_with = "discover")]
+            pub discover: Option<WireDiscover>,
             $($extra)*
         }
     };
@@ -143,21 +146,35 @@ pub(crate) struct WireRulesOnly {
 impl WireRule {
     /// The configuration's fields, without the rule's.
     pub fn config(self) -> WireConfig {
-        let WireRule { registries, default_registry, passthrough_projects, read_only, debug_header, auth, .. } = self;
-        WireConfig { registries, default_registry, passthrough_projects, read_only, debug_header, auth }
+        let WireRule { registries, default_registry, passthrough_projects, read_only, debug_header, auth, discover, .. } = self;
+        WireConfig { registries, default_registry, passthrough_projects, read_only, debug_header, auth, discover }
     }
 }
 
 impl WireEnvelope {
     /// The rules, and the global configuration.
     pub fn split(self) -> (Vec<WireRule>, WireConfig) {
-        let WireEnvelope { registries, default_registry, passthrough_projects, read_only, debug_header, auth, rules } = self;
-        (rules, WireConfig { registries, default_registry, passthrough_projects, read_only, debug_header, auth })
+        let WireEnvelope { registries, default_registry, passthrough_projects, read_only, debug_header, auth, discover, rules } = self;
+        (rules, WireConfig { registries, default_registry, passthrough_projects, read_only, debug_header, auth, discover })
     }
 }
 
+/// `discover`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WireDiscover {
+    pub cluster: String,
+    pub authority: String,
+    #[serde(default)]
+    pub robot: Option<WireRobot>,
+    #[serde(default)]
+    pub interval_s: Option<u64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
 /// `auth`.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireAuth {
     #[serde(default = "yes")]
@@ -172,8 +189,8 @@ pub(crate) struct WireAuth {
     pub timeout_ms: Option<u64>,
 }
 
-/// `auth.robot`.
-#[derive(Deserialize)]
+/// `auth.robot`, `discover.robot`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireRobot {
     pub username: String,
@@ -181,7 +198,7 @@ pub(crate) struct WireRobot {
 }
 
 /// `registries[k]`.
-#[derive(Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireRegistry {
     #[serde(default)]
@@ -234,13 +251,18 @@ impl<'de, V: Deserialize<'de>> Visitor<'de> for PairsVisitor<V> {
 }
 
 /// `registries`: each registry read at `registries["<key>"]`.
-fn registries<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<(String, WireRegistry)>, D::Error> {
-    deserializer.deserialize_map(PairsVisitor { place: Some(|key| format!("registries[{key:?}]")), value: PhantomData })
+fn registries<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<(String, WireRegistry)>>, D::Error> {
+    deserializer.deserialize_map(PairsVisitor { place: Some(|key| format!("registries[{key:?}]")), value: PhantomData }).map(Some)
 }
 
 /// `auth`, read at `auth`.
 fn auth<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<WireAuth>, D::Error> {
     at(|| "auth".to_owned(), || Option::<WireAuth>::deserialize(deserializer))
+}
+
+/// `discover`, read at `discover`.
+fn discover<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<WireDiscover>, D::Error> {
+    at(|| "discover".to_owned(), || Option::<WireDiscover>::deserialize(deserializer))
 }
 
 /// `_match_domain_`, read at `_match_domain_`.

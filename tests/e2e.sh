@@ -355,6 +355,10 @@ run_case case_bad_configurations_stop_envoy
 # shellcheck source=tests/e2e-auth.sh
 . "$ROOT/tests/e2e-auth.sh"
 
+# Discovery: mirrors configured with Harbor's address alone.
+# shellcheck source=tests/e2e-discovery.sh
+. "$ROOT/tests/e2e-discovery.sh"
+
 # Hostile requests, Harbor down or hanging, a configuration change under load, a crashed VM.
 # shellcheck source=tests/e2e-hardening.sh
 . "$ROOT/tests/e2e-hardening.sh"

@@ -40,6 +40,18 @@ would with Harbor, and the filter is tested against what Harbor really says:
   push artifact to a proxy project: <project>".
 * Tag lists are Harbor's own (`server/registry/util`): sorted, paged by `n` and `last`, with
   `Link: </v2/<name>/tags/list?last=<tag>&n=<n>>; rel="next"`; the name is Harbor's.
+* The project API (`server/v2.0/handler/project.go`, `lib/q`): `GET /api/v2.0/projects` lists
+  what the caller may see (anonymous and wrong credentials: public projects; a robot: public ones
+  and its own), filtered by `q` (`key=value`, `key=[min~max]`, `key=~fuzzy`; unknown keys are
+  ignored) and `name`, sorted by name unless `sort` says otherwise, paged by `page` and
+  `page_size` (10 by default, 422 past 100), with `X-Total-Count` and `Link` (its query
+  unescaped, as Harbor writes it). `GET /api/v2.0/projects/{name}/summary` needs read on the
+  project (anonymous: 401, a robot without it: 403, unknown: 404) and gives a proxy-cache
+  project's `registry` (`type`, `url`). `/api` takes Basic credentials, never tokens.
+* Test controls Harbor does not have, under `/_model/`: `POST /_model/projects` adds a project
+  (`{"name", "public", "proxy", "upstream", "project_id"}`), `DELETE /_model/projects/<name>`
+  removes one, `POST /_model/api` with `{"status": 503}` makes the project API answer that
+  (`{"status": null}` heals it).
   Everything else authorized is forwarded to the registry unchanged (method, path, query,
   headers but Authorization and hop-by-hop ones, the client's Host) and streamed both ways.
 
@@ -55,6 +67,8 @@ Usage: python3 tests/harbor_auth.py CONFIG.json, a JSON object with `listen` (ho
 (name -> {"public": bool, "proxy": registry type such as "docker-hub" or "quay", absent for a
 normal project}), `robots` (name -> {"password": ..., "access": {project: [actions]}}),
 `token_format` ("jwt" or "opaque"), `token_seconds`, `failed_login_delay` (seconds, default 1.5),
+each project may also have `upstream` (its proxy cache's registry URL; a default by type) and
+`project_id`,
 and, as a test knob Harbor does not have, `token_delay` (project -> seconds to wait before
 answering its token requests). It prints `harbor_auth listening on <listen>` once the socket is
 bound and serves until SIGTERM or SIGINT.
@@ -94,6 +108,9 @@ METHOD_ACTIONS = {"GET": "pull", "HEAD": "pull", "POST": "push", "PATCH": "push"
                   "DELETE": "delete"}
 # v2auth's challenge scope for each action.
 CHALLENGE_ACTIONS = {"pull": "pull", "push": "pull,push", "delete": "delete"}
+# The URL Harbor's registry endpoints of these types have by default.
+DEFAULT_UPSTREAMS = {"docker-hub": "https://hub.docker.com", "quay": "https://quay.io", "github-ghcr": "https://ghcr.io"}
+API_PREFIX = "/api/v2.0/projects"
 
 
 # Harbor's URL patterns (lib/patterns.go, with distribution's name and digest grammars) ---------
@@ -158,6 +175,35 @@ def check_query(raw_query):
             if bad:
                 return "invalid URL escape %s" % json.dumps("%" + bad.group(1))
     return None
+
+
+def parse_q(q):
+    """lib/q's keywords: `k=v,k=[a~b],k=~fuzzy`, the value unescaped first."""
+    keywords = {}
+    if not q:
+        return keywords
+    for param in urllib.parse.unquote(q).split(","):
+        key, eq, value = param.partition("=")
+        if not eq or not key or not value:
+            raise HarborError(400, "BAD_REQUEST", 'the query string must contain "=" and the key/value cannot be empty')
+        keywords[key] = value
+    return keywords
+
+
+def matches(actual, pattern):
+    """Whether a field value matches a lib/q pattern."""
+    if pattern.startswith("[") and pattern.endswith("]") and "~" in pattern:
+        low, _, high = pattern[1:-1].partition("~")
+        try:
+            value = float(actual)
+        except (TypeError, ValueError):
+            return False
+        return (not low or value >= float(low)) and (not high or value <= float(high))
+    if pattern.startswith("~"):
+        return pattern[1:] in str(actual)
+    if isinstance(actual, bool):
+        return pattern.lower() == str(actual).lower()
+    return str(actual) == pattern
 
 
 # Tokens ------------------------------------------------------------------------------------------
@@ -227,6 +273,11 @@ class Fixture:
             raise SystemExit("harbor_version: 2.14 or 2.11, not %r" % self.version)
         self.projects = config.get("projects", {})
         self.robots = config.get("robots", {})
+        self.projects_lock = threading.Lock()
+        self.next_project_id = 2  # 1 is Harbor's own `library`
+        for name in sorted(self.projects):
+            self.number(name, self.projects[name])
+        self.api_failure = None  # test knob: the status the project API answers with
         self.token_format = config.get("token_format", "jwt")
         if self.token_format not in ("jwt", "opaque"):
             raise SystemExit("token_format: jwt or opaque, not %r" % self.token_format)
@@ -239,6 +290,17 @@ class Fixture:
         self.opaque = {}  # opaque token -> claims
         self.opaque_lock = threading.Lock()
         self.log = JsonLog(config["log"])
+
+    def number(self, name, settings):
+        """Gives a project its project_id and, for a proxy cache, its registry."""
+        if "project_id" not in settings:
+            settings["project_id"] = self.next_project_id
+            self.next_project_id += 1
+        self.next_project_id = max(self.next_project_id, settings["project_id"] + 1)
+        proxy = settings.get("proxy")
+        if proxy:
+            settings.setdefault("upstream", DEFAULT_UPSTREAMS.get(proxy, "https://" + name + ".example.invalid"))
+        return settings
 
     # Who is calling (server/middleware/security)
 
@@ -481,8 +543,119 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/v2" or path.startswith("/v2/"):
             self.v2auth(caller, path, info)
             self.registry_route(record, caller, path, query, info)
+        elif path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+            self.project_api(record, caller, path, query)
+        elif path.startswith("/_model/"):
+            self.control(record, path)
         else:
             raise HarborError(404, "NOT_FOUND", "not found")
+
+    # /api/v2.0/projects
+
+    def project_api(self, record, caller, path, query):
+        fixture = self.server.fixture
+        if fixture.api_failure:
+            raise HarborError(fixture.api_failure, "UNKNOWN", "the project API fails (test control)")
+        if caller.access is not None:
+            caller = Caller("bearer-ignored")  # /api takes Basic credentials, not tokens
+        if self.command != "GET":
+            raise HarborError(405, "METHOD_NOT_ALLOWED", "method not allowed")
+        params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        rest = path[len(API_PREFIX):].strip("/")
+        if not rest:
+            self.list_projects(record, caller, params, query)
+        elif rest.endswith("/summary") and rest.count("/") == 1:
+            self.project_summary(record, caller, rest.split("/")[0])
+        else:
+            raise HarborError(404, "NOT_FOUND", "not found")
+
+    def visible(self, caller, name, settings):
+        """Whether the caller sees a project in the list (handler/project.go ListProjects)."""
+        if settings.get("public"):
+            return True
+        return caller.robot is not None and name in self.server.fixture.robots[caller.robot].get("access", {})
+
+    def list_projects(self, record, caller, params, query):
+        fixture = self.server.fixture
+        try:
+            page = int(params.get("page", "1"))
+            page_size = int(params.get("page_size", "10"))
+        except ValueError:
+            raise HarborError(422, "UNPROCESSABLE_ENTITY", "page and page_size must be integers")
+        if page_size > 100:
+            raise HarborError(422, "UNPROCESSABLE_ENTITY", "page_size in query should be less than or equal to 100")
+        if page < 1 or page_size < 0:
+            raise HarborError(422, "UNPROCESSABLE_ENTITY", "page and page_size must be positive")
+        keywords = parse_q(params.get("q", ""))
+        with fixture.projects_lock:
+            projects = [(name, dict(settings)) for name, settings in fixture.projects.items()]
+        rows = []
+        for name, settings in projects:
+            if not self.visible(caller, name, settings):
+                continue
+            row = {"project_id": settings["project_id"], "name": name, "registry_id": settings.get("registry_id", 0),
+                   "public": bool(settings.get("public")), "owner_name": "admin",
+                   "metadata": {"public": "true" if settings.get("public") else "false"}}
+            if settings.get("proxy"):
+                row["registry_id"] = settings.setdefault("registry_id", settings["project_id"] + 100)
+            if "name" in params and params["name"] not in name:
+                continue
+            if all(matches(row.get(key), value) for key, value in keywords.items() if key in ("name", "project_id", "registry_id", "public")):
+                rows.append(row)
+        key, _, _ = params.get("sort", "name").partition(",")
+        reverse = key.startswith("-")
+        key = key.lstrip("-") or "name"
+        rows.sort(key=lambda row: (row.get(key) is None, row.get(key, 0)), reverse=reverse)
+        total = len(rows)
+        page_rows = rows[(page - 1) * page_size: page * page_size] if page_size else rows
+        links = []
+        if page_size:
+            unescaped = lambda q: urllib.parse.unquote(urllib.parse.urlencode(q))
+            def at(number):
+                q = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+                q["page"], q["page_size"] = str(number), str(page_size)
+                return "<%s?%s>" % (API_PREFIX, unescaped(sorted(q.items())))
+            if page > 1 and (page - 1) * page_size < total:
+                links.append(at(page - 1) + '; rel="prev"')
+            if page_size * page < total:
+                links.append(at(page + 1) + '; rel="next"')
+        headers = [("X-Total-Count", str(total))] + ([("Link", ", ".join(links))] if links else [])
+        self.reply_json(record, 200, page_rows, headers=headers)
+
+    def project_summary(self, record, caller, name):
+        fixture = self.server.fixture
+        with fixture.projects_lock:
+            settings = dict(fixture.projects.get(name) or {}) if name in fixture.projects else None
+        if settings is None:
+            raise HarborError(404, "NOT_FOUND", "project %s not found" % name)
+        if not self.visible(caller, name, settings):
+            if caller.robot is None:
+                raise HarborError(401, "UNAUTHORIZED", "unauthorized")
+            raise HarborError(403, "FORBIDDEN", "forbidden")
+        summary = {"repo_count": 0}
+        if settings.get("proxy"):
+            summary["registry"] = {"id": settings.get("registry_id", settings["project_id"] + 100), "name": name + "-upstream",
+                                   "type": settings["proxy"], "url": settings["upstream"], "status": "healthy"}
+        self.reply_json(record, 200, summary)
+
+    # /_model/: the test's controls (Harbor has none of this)
+
+    def control(self, record, path):
+        fixture = self.server.fixture
+        body = b"".join(self.request_body() or ())
+        if path == "/_model/projects" and self.command == "POST":
+            settings = json.loads(body)
+            name = settings.pop("name")
+            with fixture.projects_lock:
+                fixture.projects[name] = fixture.number(name, settings)
+        elif path.startswith("/_model/projects/") and self.command == "DELETE":
+            with fixture.projects_lock:
+                fixture.projects.pop(path[len("/_model/projects/"):], None)
+        elif path == "/_model/api" and self.command == "POST":
+            fixture.api_failure = json.loads(body).get("status")
+        else:
+            raise HarborError(404, "NOT_FOUND", "no such control")
+        self.reply_json(record, 200, {})
 
     # /service/token
 

@@ -79,10 +79,10 @@ fn a_bad_envelope_is_refused_with_the_rule_and_field() {
             r#"{"_rules_": [{"_match_domain_": ["h"], "registries": {"docker.io": {"projct": "p"}}}]}"#,
             "_rules_[0].registries[\"docker.io\"]: unknown field `projct`, expected one of `project`, `hosts`, `aliases`, `rewrite`, `allow`, `deny` at line 1 column 76",
         ),
-        (r#"{"_rules_": [{"_match_domain_": ["h"]}]}"#, "_rules_[0]: missing field `registries` at line 1 column 38"),
+        (r#"{"_rules_": [{"_match_domain_": ["h"]}]}"#, "_rules_[0].registries: is required (or discover, to read them from harbor)"),
         (
             r#"{"_rules_": [{"_match_domain_": ["h"], "registries": {"a": {}}}], "default_registry": "b"}"#,
-            "configuration: missing field `registries`",
+            "registries: is required (or discover, to read them from harbor)",
         ),
     ];
     let mut report = Report::new("bad envelopes");

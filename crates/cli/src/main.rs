@@ -3,6 +3,7 @@
 //! ```text
 //! harbor-mirror check FILE
 //! harbor-mirror explain FILE 'METHOD PATH' [--host HOST]
+//! harbor-mirror discover HARBOR_URL [--robot-file FILE] [--ca-file PEM]
 //! harbor-mirror import-k3s REGISTRIES_YAML
 //! harbor-mirror clients --mirror URL [--mirror URL]... [--only RECIPE]
 //! ```
@@ -12,6 +13,7 @@
 //! line is wrong.
 
 mod clients;
+mod discover;
 mod explain;
 mod k3s;
 mod source;
@@ -31,6 +33,7 @@ const USAGE: &str = "usage: harbor-mirror COMMAND [OPTIONS]
 commands:
   check FILE                       the filter's configuration, with the errors Envoy would log
   explain FILE 'METHOD PATH'       what the filter does with one request
+  discover HARBOR_URL              the registries harbor's proxy-cache projects serve, as a configuration
   import-k3s REGISTRIES_YAML       a k3s/RKE2 registries.yaml as a filter configuration
   clients --mirror URL             client configuration for the mirror
   help [COMMAND]                   this, or a command's own help
@@ -46,7 +49,7 @@ struct Command {
     help: &'static str,
 }
 
-const COMMANDS: [Command; 4] = [
+const COMMANDS: [Command; 5] = [
     Command {
         name: "check",
         usage: "harbor-mirror check FILE",
@@ -61,6 +64,17 @@ each configuration, or the error Envoy would log.",
 rewritten path, or the refusal with its status and OCI error.
 
   --host HOST    the request's :authority (host routing, Higress's domain rules)",
+    },
+    Command {
+        name: "discover",
+        usage: "harbor-mirror discover HARBOR_URL [--robot-file FILE] [--ca-file PEM]",
+        help: "Reads harbor's proxy-cache projects and their upstream registries from its API, the way the
+filter's discover does (the same code), and prints the configuration the filter would build,
+to inspect it or freeze it into a static configuration; what it left out goes to stderr.
+
+  --robot-file FILE   {\"username\": \"robot$...\", \"password\": \"...\"}: list as that robot
+                      (anonymous: public projects only)
+  --ca-file PEM       the CA that signed harbor's certificate",
     },
     Command {
         name: "import-k3s",
@@ -156,6 +170,7 @@ fn run(mut parser: Parser) -> Result<(), Failure> {
             Ok(())
         }
         "import-k3s" => import_k3s(options.positional::<1>(command)?),
+        "discover" => discover_command(options.positional::<1>(command)?, &options),
         _ => clients(command, &options),
     }
 }
@@ -171,6 +186,8 @@ struct Options {
     host: Option<String>,
     mirrors: Vec<String>,
     only: Option<String>,
+    robot_file: Option<String>,
+    ca_file: Option<String>,
 }
 
 impl Options {
@@ -184,6 +201,8 @@ impl Options {
                 ("explain", Arg::Long("host")) => options.host = Some(value(parser).map_err(usage)?),
                 ("clients", Arg::Long("mirror")) => options.mirrors.push(value(parser).map_err(usage)?),
                 ("clients", Arg::Long("only")) => options.only = Some(value(parser).map_err(usage)?),
+                ("discover", Arg::Long("robot-file")) => options.robot_file = Some(value(parser).map_err(usage)?),
+                ("discover", Arg::Long("ca-file")) => options.ca_file = Some(value(parser).map_err(usage)?),
                 (_, Arg::Value(value)) => options.positional.push(value.string().map_err(usage)?),
                 (_, arg) => return Err(usage(arg.unexpected())),
             }
@@ -231,6 +250,30 @@ fn invalid(place: &str, error: &harbor_mirror_core::ConfigError) -> String {
     if place.is_empty() { format!("invalid configuration: {error}") } else { format!("invalid configuration in {place}: {error}") }
 }
 
+fn discover_command([harbor]: [String; 1], options: &Options) -> Result<(), Failure> {
+    let robot = match &options.robot_file {
+        Some(file) => {
+            let robot: discover::Robot = serde_json::from_slice(&read(file)?).map_err(|e| Failure::Input(format!("{file}: {e}")))?;
+            Some(robot)
+        }
+        None => None,
+    };
+    let ca = options.ca_file.as_deref().map(read).transpose()?;
+    let built = discover::discover(&harbor, robot.as_ref(), ca.as_deref()).map_err(|e| Failure::Input(format!("{harbor}: {e}")))?;
+    for warning in &built.warnings {
+        eprintln!("harbor-mirror discover: {warning}");
+    }
+    if built.mapping.entries.is_empty() {
+        return Err(Failure::Input(format!("{harbor}: harbor lists no proxy-cache project this account can see")));
+    }
+    let configuration = discover::configuration(&built);
+    // What it prints must be what the filter accepts; a failure here is a bug.
+    Config::from_json(configuration.as_bytes()).map_err(|e| Failure::Input(format!("{harbor}: the discovered configuration is invalid: {e}")))?;
+    eprintln!("harbor-mirror discover: {} registries from {harbor}: {}", built.mapping.entries.len(), built.mapping);
+    print!("{configuration}");
+    Ok(())
+}
+
 fn import_k3s([file]: [String; 1]) -> Result<(), Failure> {
     let source = String::from_utf8(read(&file)?).map_err(|_| Failure::Input(format!("{file}: not UTF-8")))?;
     let import = k3s::import(&source).map_err(|e| Failure::Input(format!("{file}: {e}")))?;
@@ -276,7 +319,15 @@ fn read(file: &str) -> Result<Vec<u8>, Failure> {
 
 fn summary(config: &Config) -> String {
     let keys: Vec<&str> = config.registries().iter().map(|r| r.key.as_str()).collect();
-    let default = config.default_registry().map_or("none", |r| r.key.as_str());
+    let default = config.default_registry().map(|r| r.key.as_str()).or(config.default_missing.as_deref()).unwrap_or("none");
+    if let Some(discover) = &config.discover {
+        let account = discover.robot.as_deref().unwrap_or("anonymously");
+        let static_keys = if keys.is_empty() { String::new() } else { format!(" besides {}", keys.join(", ")) };
+        return format!(
+            "registries discovered from harbor's API{static_keys} (cluster {:?}, {account}, every {} s), default {default}",
+            discover.cluster, discover.interval_s
+        );
+    }
     let auth = match (&config.auth.managed, config.auth.rewrite_tokens) {
         (Some(managed), _) => format!("managed token auth as {}", managed.username),
         (None, true) => "pass-through token auth".to_owned(),

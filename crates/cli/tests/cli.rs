@@ -67,7 +67,7 @@ fn each_command_answers_with_its_exit_status() {
     // (args, stdin, status, stdout, stderr)
     let cases: Vec<(Vec<&str>, &str, i32, Out, Out)> = vec![
         (vec!["check", "-"], CONFIG, 0, Is("-: ok, 1 registry (docker.io), default docker.io, pass-through token auth\n"), Empty),
-        (vec!["check", "-"], "{}", 1, Empty, Is("harbor-mirror: invalid configuration: configuration: missing field `registries` at line 1 column 2\n")),
+        (vec!["check", "-"], "{}", 1, Empty, Is("harbor-mirror: invalid configuration: registries: is required (or discover, to read them from harbor)\n")),
         (vec!["check", "-"], r#"{"registries": {"quay.io": {"projct": "q"}}}"#, 1, Empty, Has("invalid configuration: registries[\"quay.io\"]: unknown field `projct`")),
         (vec!["check", "-"], "not json", 1, Empty, Is("harbor-mirror: invalid configuration: configuration: expected ident at line 1 column 2\n")),
         (vec!["check", "/nonexistent.json"], "", 1, Empty, Has("harbor-mirror: /nonexistent.json: No such file")),

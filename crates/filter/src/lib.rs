@@ -9,6 +9,7 @@
 #![cfg(target_arch = "wasm32")]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod discovery;
 mod host;
 mod metrics;
 mod token_cache;
@@ -29,6 +30,7 @@ use harbor_mirror_core::oci;
 use harbor_mirror_core::refusal::Refusal;
 use harbor_mirror_core::response::{Answer, Forwarded, Look};
 use harbor_mirror_core::Config;
+use discovery::{Discovering, Discovery};
 use host::{debug_enabled, header, header_map, host, log, now_secs, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
 use metrics::Metrics;
 use token_cache::TokenCache;
@@ -64,17 +66,31 @@ impl Plugin {
 
 /// What every request context of a configured plugin shares.
 struct Shared {
-    config: Config,
+    /// The configuration new requests get: discovery replaces it with each new mapping, and a
+    /// request keeps the one it began with.
+    config: RefCell<Rc<Config>>,
     metrics: Metrics,
     /// Managed mode's fetches in flight in this VM.
     fetches: RefCell<Fetches>,
+    /// Discovery's state in this VM.
+    discovery: Discovery,
 }
 
 impl Shared {
-    /// Managed mode's host side, if this configuration is in managed mode.
-    fn token_cache(&self) -> Option<TokenCache<'_>> {
-        let managed = self.config.auth.managed.as_ref()?;
+    /// The configuration for a new request.
+    fn config(&self) -> Rc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Managed mode's host side under `config`, if it is in managed mode.
+    fn token_cache<'a>(&'a self, config: &'a Config) -> Option<TokenCache<'a>> {
+        let managed = config.auth.managed.as_ref()?;
         Some(TokenCache { managed, metrics: &self.metrics, fetches: &self.fetches })
+    }
+
+    /// Discovery's host side.
+    fn discovering(&self) -> Discovering<'_> {
+        Discovering { config: &self.config, metrics: &self.metrics, state: &self.discovery }
     }
 }
 
@@ -85,9 +101,17 @@ struct MirrorRoot {
 
 impl Context for MirrorRoot {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        // Each domain's fetches know their own calls.
-        for cache in self.plugin.iter().flat_map(|plugin| &plugin.domains).filter_map(|shared| shared.token_cache()) {
-            cache.on_answer(token_id, body_size, self.id);
+        // Each domain's discovery and fetches know their own calls.
+        for shared in self.plugin.iter().flat_map(|plugin| &plugin.domains) {
+            let discovering = shared.discovering();
+            if discovering.owns(token_id) {
+                discovering.on_answer(token_id, body_size);
+                continue;
+            }
+            let config = shared.config();
+            if let Some(cache) = shared.token_cache(&config) {
+                cache.on_answer(token_id, body_size, self.id);
+            }
         }
     }
 
@@ -125,10 +149,12 @@ impl RootContext for MirrorRoot {
                     return false;
                 }
             };
-            if config.auth.managed.is_some() {
+            if config.auth.managed.is_some() || config.discover.is_some() {
                 self.set_tick_period(token_cache::ORPHAN_TICK);
             }
-            domains.push(Rc::new(Shared { config, metrics, fetches: RefCell::default() }));
+            let shared = Shared { config: RefCell::new(Rc::new(config)), metrics, fetches: RefCell::default(), discovery: Discovery::default() };
+            shared.discovering().prepare();
+            domains.push(Rc::new(shared));
         }
         // Parse, compile and metric definitions; in whole microseconds (no float formatting in
         // the .wasm).
@@ -136,7 +162,7 @@ impl RootContext for MirrorRoot {
             .and_then(|t| hostcalls::get_current_time().ok()?.duration_since(t).ok())
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         for (index, shared) in domains.iter().enumerate() {
-            let config = &shared.config;
+            let config = shared.config();
             let (count, applies_to, mode) = (config.registries().len(), selector.describe(index), config.auth.describe());
             log(LogLevel::Info, &format!("configured {count} registries{applies_to} in {}.{:03} ms, {mode}", took / 1000, took % 1000));
         }
@@ -149,7 +175,12 @@ impl RootContext for MirrorRoot {
     }
 
     fn on_tick(&mut self) {
-        for cache in self.plugin.iter().flat_map(|plugin| &plugin.domains).filter_map(|shared| shared.token_cache()) {
+        for shared in self.plugin.iter().flat_map(|plugin| &plugin.domains) {
+            shared.discovering().on_tick();
+            let config = shared.config();
+            let Some(cache) = shared.token_cache(&config) else {
+                continue;
+            };
             let actions = cache.fetches.borrow_mut().on_tick();
             for action in &actions {
                 if let FetchAction::Dispatch(call) = action {
@@ -161,7 +192,7 @@ impl RootContext for MirrorRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(MirrorRequest { id: context_id, plugin: self.plugin.clone(), shared: None, debug_header: None, forwarded: None }))
+        Some(Box::new(MirrorRequest { id: context_id, plugin: self.plugin.clone(), shared: None, config: None, debug_header: None, forwarded: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -176,6 +207,8 @@ struct MirrorRequest {
     /// The configuration the request got, once its headers were read; `None` before, and for a
     /// request that is not the plugin's.
     shared: Option<Rc<Shared>>,
+    /// The configuration the request began with.
+    config: Option<Rc<Config>>,
     /// The `x-harbor-mirror` value to add to the response, when `debug_header` is on.
     debug_header: Option<String>,
     /// What the answer is judged by, for a forwarded request.
@@ -184,14 +217,16 @@ struct MirrorRequest {
 
 impl Context for MirrorRequest {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        if let Some(cache) = self.shared.as_ref().and_then(|shared| shared.token_cache()) {
+        if let (Some(shared), Some(config)) = (&self.shared, &self.config)
+            && let Some(cache) = shared.token_cache(config)
+        {
             cache.on_answer(token_id, body_size, self.id);
         }
     }
 
     fn on_done(&mut self) -> bool {
-        if let Some(shared) = &self.shared
-            && shared.config.auth.managed.is_some()
+        if let (Some(shared), Some(config)) = (&self.shared, &self.config)
+            && config.auth.managed.is_some()
         {
             shared.fetches.borrow_mut().on_request_end(self.id);
         }
@@ -225,13 +260,13 @@ impl HttpContext for MirrorRequest {
         {
             log(LogLevel::Warn, &e.to_string());
         }
-        let (Some(shared), Some(mut forwarded)) = (self.shared.clone(), self.forwarded.take()) else {
+        let (Some(shared), Some(config), Some(mut forwarded)) = (self.shared.clone(), self.config.clone(), self.forwarded.take()) else {
             return Action::Continue;
         };
-        if forwarded.robot_token.is_none() && shared.config.auth.managed.is_some() {
+        if forwarded.robot_token.is_none() && config.auth.managed.is_some() {
             forwarded.robot_token = shared.fetches.borrow().resumed_with(self.id).map(str::to_owned);
         }
-        match on_answer(&shared, &forwarded) {
+        match on_answer(&shared, &config, &forwarded) {
             Ok(action) => action,
             Err(e) => {
                 log(LogLevel::Warn, &e.to_string());
@@ -285,6 +320,8 @@ impl MirrorRequest {
         };
         self.shared = Some(shared.clone());
         let shared: &Shared = shared;
+        let config = shared.config();
+        self.config = Some(config.clone());
         let request = match Request::from_bytes(&headers.method, &headers.path, &headers.authority) {
             Ok(request) => request,
             Err(refusal) => {
@@ -293,13 +330,13 @@ impl MirrorRequest {
                 return Ok(Action::Pause);
             }
         };
-        let decision = decide(&shared.config, &request);
+        let decision = decide(&config, &request);
         shared.metrics.count(&decision);
-        let described = (debug_enabled() || shared.config.debug_header).then(|| decision.to_string());
+        let described = (debug_enabled() || config.debug_header).then(|| decision.to_string());
         if let Some(described) = &described {
             log(LogLevel::Debug, &format!("{} {}: {described}", request.method, request.path));
         }
-        let debug_header = if shared.config.debug_header { described } else { None };
+        let debug_header = if config.debug_header { described } else { None };
         let (new_path, route) = match decision {
             Decision::Refuse(refusal) => {
                 send_refusal(&refusal, debug_header.as_deref())?;
@@ -311,7 +348,7 @@ impl MirrorRequest {
             set_header(MapType::HttpRequestHeaders, ":path", Some(path))?;
         }
         let forwarded_path = new_path.unwrap_or_else(|| request.path.to_owned());
-        let authenticated = match shared.token_cache() {
+        let authenticated = match shared.token_cache(&config) {
             Some(cache) => self.authenticate(&cache, &route, &forwarded_path, request.method, debug_header.as_deref())?,
             None => Authenticated::Continue(None),
         };
@@ -393,8 +430,7 @@ enum Authenticated {
 }
 
 /// Reads what the core's response plan asks for of Harbor's answer, and does what it says.
-fn on_answer(shared: &Shared, forwarded: &Forwarded) -> Result<Action, HostError> {
-    let config = &shared.config;
+fn on_answer(shared: &Shared, config: &Config, forwarded: &Forwarded) -> Result<Action, HostError> {
     let answer = match forwarded.look(config) {
         Look::Nothing => return Ok(Action::Continue),
         Look::Status => forwarded.on_status(config, &header(MapType::HttpResponseHeaders, ":status")?),
@@ -422,7 +458,7 @@ fn on_answer(shared: &Shared, forwarded: &Forwarded) -> Result<Action, HostError
         }
         Answer::RefuseRobotToken { project, refusal } => {
             log(LogLevel::Warn, &format!("harbor answered 401 to {} with the robot's token: {}", forwarded.path, refusal.message));
-            if let Some(cache) = shared.token_cache() {
+            if let Some(cache) = shared.token_cache(config) {
                 cache.forget(&project)?;
             }
             send_refusal(&refusal, None)?;

@@ -1,7 +1,7 @@
 //! The filter's counters and its memory gauge, defined once at configure. Envoy shows them as
 //! `wasmcustom.harbor_mirror.*` in `/stats` and `harbor_mirror_*` in `/stats/prometheus`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
@@ -15,8 +15,8 @@ pub struct Metrics {
     rewritten: u32,
     passed: u32,
     rejected: u32,
-    /// `harbor_mirror.registry.<key>.rewritten`, by registry index.
-    registry_rewritten: Vec<u32>,
+    /// `harbor_mirror.registry.<key>.rewritten`, sorted by key (discovery adds keys).
+    registry_rewritten: RefCell<Vec<(String, u32)>>,
     /// 401 challenges whose realm was pointed back at this proxy.
     pub challenges_rewritten: u32,
     /// Managed mode: token requests sent to Harbor.
@@ -25,6 +25,12 @@ pub struct Metrics {
     pub token_cache_hits: u32,
     /// Managed mode: token requests that gave no usable token.
     pub token_fetch_failures: u32,
+    /// Discovery: refreshes that published a mapping.
+    pub discovery_refreshes: u32,
+    /// Discovery: refreshes that failed (the last good mapping stayed).
+    pub discovery_failures: u32,
+    /// Gauge: the registries of the discovered mapping.
+    pub discovery_registries: u32,
     /// Gauge: the linear memory of this plugin's VMs, summed; each VM adds its own growth.
     wasm_memory: u32,
     /// This VM's memory as last added to the gauge.
@@ -34,22 +40,45 @@ pub struct Metrics {
 impl Metrics {
     pub fn define(config: &Config) -> Result<Metrics, HostError> {
         let counter = |name: &str| host("define_metric", hostcalls::define_metric(MetricType::Counter, name));
-        Ok(Metrics {
+        let gauge = |name: &str| host("define_metric", hostcalls::define_metric(MetricType::Gauge, name));
+        let metrics = Metrics {
             rewritten: counter("harbor_mirror.rewritten")?,
             passed: counter("harbor_mirror.passed")?,
             rejected: counter("harbor_mirror.rejected")?,
-            registry_rewritten: config
-                .registries()
-                .iter()
-                .map(|registry| counter(&format!("harbor_mirror.registry.{}.rewritten", registry.key)))
-                .collect::<Result<_, _>>()?,
+            registry_rewritten: RefCell::new(Vec::new()),
             challenges_rewritten: counter("harbor_mirror.challenges_rewritten")?,
             token_fetches: counter("harbor_mirror.token.fetches")?,
             token_cache_hits: counter("harbor_mirror.token.cache_hits")?,
             token_fetch_failures: counter("harbor_mirror.token.fetch_failures")?,
-            wasm_memory: host("define_metric", hostcalls::define_metric(MetricType::Gauge, "harbor_mirror.wasm_memory_bytes"))?,
+            discovery_refreshes: counter("harbor_mirror.discovery.refreshes")?,
+            discovery_failures: counter("harbor_mirror.discovery.failures")?,
+            discovery_registries: gauge("harbor_mirror.discovery.registries")?,
+            wasm_memory: gauge("harbor_mirror.wasm_memory_bytes")?,
             wasm_memory_reported: Cell::new(0),
-        })
+        };
+        metrics.define_registries(config)?;
+        Ok(metrics)
+    }
+
+    /// Defines `harbor_mirror.registry.<key>.rewritten` for the registries of `config` that have
+    /// none yet (discovery brings new ones).
+    pub fn define_registries(&self, config: &Config) -> Result<(), HostError> {
+        let mut ids = self.registry_rewritten.borrow_mut();
+        for registry in config.registries() {
+            if let Err(at) = ids.binary_search_by(|(key, _)| key.as_str().cmp(&registry.key)) {
+                let name = format!("harbor_mirror.registry.{}.rewritten", registry.key);
+                let id = host("define_metric", hostcalls::define_metric(MetricType::Counter, &name))?;
+                ids.insert(at, (registry.key.clone(), id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets a gauge; a failure is logged, never passed on.
+    pub fn record(&self, id: u32, value: u64) {
+        if let Err(e) = host("record_metric", hostcalls::record_metric(id, value)) {
+            log(LogLevel::Warn, &e.to_string());
+        }
     }
 
     /// Adds this VM's memory growth since the last call to the memory gauge. Costs a host call
@@ -87,7 +116,11 @@ impl Metrics {
             Decision::Refuse(_) => self.increment(self.rejected),
             Decision::Forward { route: Route::Mapped { registry, .. } | Route::Token { registry, .. }, .. } => {
                 self.increment(self.rewritten);
-                if let Some(&id) = self.registry_rewritten.get(registry.index) {
+                let id = {
+                    let ids = self.registry_rewritten.borrow();
+                    ids.binary_search_by(|(key, _)| key.as_str().cmp(&registry.key)).ok().and_then(|at| ids.get(at)).map(|&(_, id)| id)
+                };
+                if let Some(id) = id {
                     self.increment(id);
                 }
             }
