@@ -2,7 +2,7 @@
 # harbor-mirror: build, run and test. Installs what is missing, from the project's own files.
 #
 #   ./build.sh build   release .wasm in dist/ (with its .sha256), size printed, and the
-#                      command-line tool dist/harbor-mirror (check, explain, import-k3s, clients)
+#                      command-line tool dist/harbor-mirror (check, explain, discover, import-k3s, clients)
 #   ./build.sh up      Envoy + filter on 127.0.0.1:5000 in front of $HARBOR_URL (whose projects
 #                      the filter discovers), or of an embedded local registry seeded with a
 #                      small image
@@ -108,7 +108,7 @@ cmd_build() {
   [ "$size" -le "$WASM_BUDGET" ] || die "dist/harbor_mirror.wasm is $size bytes, over its budget of $WASM_BUDGET (BENCHMARKS.md)"
   cargo build -q --release -p harbor-mirror-cli
   cp target/release/harbor-mirror "$CLI"
-  say "dist/harbor-mirror: the command-line tool (check, explain, import-k3s, clients), $(stat -c %s "$CLI") bytes"
+  say "dist/harbor-mirror: the command-line tool (check, explain, discover, import-k3s, clients), $(stat -c %s "$CLI") bytes"
 }
 
 # --- image ----------------------------------------------------------------------------------

@@ -289,6 +289,8 @@ case_bad_configurations_stop_envoy() {
     '{"registries": {"quay.io": {"project": ""}}}|registries["quay.io"].project: must not be empty'
     '{"registries": {"quay.io": {}}, "default_registry": "docker.io"}|default_registry: "docker.io" is not one of the configured registries'
     '{"registries": {"quay.io": {"hosts": ["m"]}, "ghcr.io": {"hosts": ["m"]}}}|registries["ghcr.io"].hosts["m"]: duplicate host'
+    '{"discover": {"cluster": "harbor", "authority": "h", "interval_s": 0}}|discover.interval_s: must be between 1 and 86400'
+    '{"default_registry": "docker.io"}|registries: is required (or discover, to read them from harbor)'
   )
   local row config expected i=0 failed=0
   for row in "${rows[@]}"; do
