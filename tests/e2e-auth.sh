@@ -151,8 +151,9 @@ auth_received_none() {
 auth_count() { auth_lines | jq -s "map(select($1)) | length"; }
 
 # A request that carried something of the client's: any credential but the robot's (its Basic
-# credentials at /service/token, its token on /v2), a cookie, or a proxy credential.
-CLIENT_CREDENTIAL='(.auth | IN("none", "bearer:robot$mirror", "basic:robot$mirror") | not) or .cookie or .proxy_authorization'
+# credentials at /service/token, its token on /v2), a cookie, a proxy credential, or a username
+# in an OAuth POST's form.
+CLIENT_CREDENTIAL='(.auth | IN("none", "bearer:robot$mirror", "basic:robot$mirror") | not) or .cookie or .proxy_authorization or .form_username'
 
 # --- the clients, pointed at one mirror -------------------------------------------------------
 
@@ -487,7 +488,7 @@ case_harbor_errors_pass_unchanged() {
   fi
   grep -qi 'unauthorized\|authentication required' "$out.err" || { echo "FAIL: skopeo's error:"; cat "$out.err"; return 1; }
   echo "ok: skopeo with wrong credentials failed: $(tail -n 1 "$out.err" | cut -c1-160)"
-  auth_received '.path == "/service/token" and .auth == "basic-invalid" and .status == 200 and .granted == ["dockerhub-private/library/alpine:"]' \
+  auth_received '.path == "/service/token" and .auth == "basic-invalid:robot$ci" and .status == 200 and .granted == ["dockerhub-private/library/alpine:"]' \
     "the anonymous token Harbor gave for wrong credentials"
 }
 
@@ -577,7 +578,7 @@ case_managed_bad_robot_password_backs_off() {
   done
   echo "ok: 6 requests answered 503 naming auth.robot in $((SECONDS - started)) s: $(jq -r '.errors[0].message' "$WORK/body")"
   expect_eq "token requests for project production" "$(auth_count '.path == "/service/token" and (.scopes | index("repository:production/app:pull"))')" 1
-  auth_received '.path == "/service/token" and .auth == "basic-invalid"' "the failed login"
+  auth_received '.path == "/service/token" and .auth == "basic-invalid:robot$mirror"' "the failed login"
   sleep 6  # past the backoff window
   expect_oci_error "$MIRROR_badrobot" "$path" 503 UNAVAILABLE "auth.robot"
   expect_eq "token requests after the window" "$(auth_count '.path == "/service/token" and (.scopes | index("repository:production/app:pull"))')" 2

@@ -57,8 +57,8 @@ would with Harbor, and the filter is tested against what Harbor really says:
 
 Every request is appended to the JSON-lines log (one object a line, written before the response
 goes out) which the suite asserts on: who called (`auth`), whether a `Cookie` or
-`Proxy-Authorization` arrived, the scopes asked and what was granted. Passwords and tokens are
-never logged.
+`Proxy-Authorization` arrived, the scopes asked and what was granted, and for a token POST the
+form's `username` (`form_username`). Passwords and tokens are never logged.
 
 Usage: python3 tests/harbor_auth.py CONFIG.json, a JSON object with `listen` (host:port), `name`
 (the log's `harbor` field, for several of these writing one log),
@@ -334,9 +334,10 @@ class Fixture:
         robot = self.robots.get(user) if user.startswith(ROBOT_PREFIX) else None
         if colon and robot is not None and hmac.compare_digest(password.encode(), str(robot.get("password", "")).encode()):
             return Caller("basic:" + user, robot=user)
-        # Not a robot's: core/auth's login fails, and a failed login costs its delay.
+        # Not a robot's: core/auth's login fails, and a failed login costs its delay. The log
+        # keeps the username tried (`basic-invalid:<user>`), to show whose credentials arrived.
         time.sleep(self.failed_login_delay)
-        return Caller("basic-invalid")
+        return Caller("basic-invalid:" + user)
 
     # Harbor's permission model
 
@@ -664,7 +665,11 @@ class Handler(BaseHTTPRequestHandler):
         pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
         if self.command != "GET":
             if self.command == "POST":
-                record["scopes"] = self.form_scopes()
+                form = self.small_form()
+                record["scopes"] = parse_scopes(form)
+                # containerd's OAuth POST carries the credentials in the body: the username
+                # shows whose they were (the password is never logged).
+                record["form_username"] = dict(form).get("username")
             self.reply_text(record, 405, "Method Not Allowed")
             return
         service = dict(pairs).get("service", "")
@@ -859,14 +864,14 @@ class Handler(BaseHTTPRequestHandler):
         elif framing is not None:
             self.close_connection = True
 
-    def form_scopes(self):
-        """The scopes of a small form-encoded POST body (containerd's OAuth request)."""
+    def small_form(self):
+        """The fields of a small form-encoded POST body (containerd's OAuth request), as pairs."""
         framing, length = self.body_framing()
         if framing != "length" or length > FORM_LIMIT:
             return []
         self.body_consumed = True
         form = b"".join(read_exactly(self.rfile, length)).decode("utf-8", "replace")
-        return parse_scopes(urllib.parse.parse_qsl(form, keep_blank_values=True))
+        return urllib.parse.parse_qsl(form, keep_blank_values=True)
 
     # Forwarding
 
