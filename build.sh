@@ -255,6 +255,8 @@ cmd_bench() {
 cmd_test() {
   install_rust_targets
   install_wasm_bindgen
+  # crates/cri-client's k8s-cri runs protoc in its build script.
+  install_apt protobuf-compiler
   say "clippy (native and wasm32-wasip1), -D warnings"
   cargo clippy -q --workspace --all-targets -- -D warnings
   cargo clippy -q --target wasm32-wasip1 -p harbor-mirror-core -p harbor-mirror-filter --all-targets -- -D warnings
@@ -280,9 +282,12 @@ cmd_test() {
   say "the fault-injection build (for the FAIL_RELOAD case only; never in dist/)"
   cargo build -q --release --target wasm32-wasip1 -p harbor-mirror-filter --features fault-injection --target-dir target/fault-injection
   local fault_wasm=$ROOT/target/fault-injection/wasm32-wasip1/release/harbor_mirror.wasm
+  say "the test CRI client (crates/cri-client: pulls as the kubelet makes them)"
+  cargo build -q -p harbor-mirror-cri-client
   say "end-to-end suite"
   install_apt docker-registry skopeo containerd podman docker.io curl jq
-  ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM FAULT_WASM=$fault_wasm HARBOR_MIRROR_CLI=$CLI tests/e2e.sh
+  ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM FAULT_WASM=$fault_wasm HARBOR_MIRROR_CLI=$CLI CRI_CLIENT=$ROOT/target/debug/cri-client \
+    tests/e2e.sh
   say "soak, 60 s (./build.sh soak runs the full 10 minutes)"
   ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM tests/soak.sh 60 200
 }

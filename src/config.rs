@@ -256,6 +256,9 @@ pub struct Config {
     pub read_only: bool,
     /// Add the `x-harbor-mirror` response header.
     pub debug_header: bool,
+    /// Keep a rewritten request's original path in the filter state
+    /// `wasm.harbor_mirror.original_path`, for the access log.
+    pub log_original_path: bool,
     /// Token auth: pass-through rewriting and managed mode.
     pub auth: Auth,
     /// Discovery of the registries from Harbor's API.
@@ -339,6 +342,7 @@ impl Config {
             default_registry: None,
             read_only: wire.read_only,
             debug_header: wire.debug_header,
+            log_original_path: wire.log_original_path,
             auth: match wire.auth {
                 Some(auth) => compile_auth(auth, wire.read_only)?,
                 None => Auth { rewrite_tokens: true, managed: None },

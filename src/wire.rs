@@ -97,6 +97,8 @@ macro_rules! wire_config {
             pub read_only: bool,
             #[serde(default)]
             pub debug_header: bool,
+            #[serde(default)]
+            pub log_original_path: bool,
             #[serde(default, deserialize_with = "auth")]
             pub auth: Option<WireAuth>,
             #[serde(default, deserialize_with = "discover")]
@@ -146,16 +148,16 @@ pub(crate) struct WireRulesOnly {
 impl WireRule {
     /// The configuration's fields, without the rule's.
     pub fn config(self) -> WireConfig {
-        let WireRule { registries, default_registry, passthrough_projects, read_only, debug_header, auth, discover, .. } = self;
-        WireConfig { registries, default_registry, passthrough_projects, read_only, debug_header, auth, discover }
+        let WireRule { registries, default_registry, passthrough_projects, read_only, debug_header, log_original_path, auth, discover, .. } = self;
+        WireConfig { registries, default_registry, passthrough_projects, read_only, debug_header, log_original_path, auth, discover }
     }
 }
 
 impl WireEnvelope {
     /// The rules, and the global configuration.
     pub fn split(self) -> (Vec<WireRule>, WireConfig) {
-        let WireEnvelope { registries, default_registry, passthrough_projects, read_only, debug_header, auth, discover, rules } = self;
-        (rules, WireConfig { registries, default_registry, passthrough_projects, read_only, debug_header, auth, discover })
+        let WireEnvelope { registries, default_registry, passthrough_projects, read_only, debug_header, log_original_path, auth, discover, rules } = self;
+        (rules, WireConfig { registries, default_registry, passthrough_projects, read_only, debug_header, log_original_path, auth, discover })
     }
 }
 

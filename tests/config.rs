@@ -44,6 +44,7 @@ fn mistakes_are_named_by_field_key_and_value() {
         (r#"{"registries": {"quay.io": {"aliases": ["v2"]}}}"#, r#"registries["quay.io"].aliases["v2"]: an alias is one path segment"#),
         (r#"{"registries": {"quay.io": {}}, "passthrough_projects": ["ok", "a/b"]}"#, r#"passthrough_projects[1]: "a/b" is not a valid Harbor project name"#),
         (r#"{"registries": {"quay.io": {}}, "read_only": "yes"}"#, "configuration: invalid type: string \"yes\", expected a boolean"),
+        (r#"{"registries": {"quay.io": {}}, "log_original_path": 1}"#, "configuration: invalid type: integer `1`, expected a boolean"),
         (r#"{"registries": {"quay.io": {}}, "auth": {"robots": {}}}"#, "auth: unknown field `robots`"),
         (r#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "r"}, "cluster": "h", "authority": "h"}}"#, "auth: missing field `password`"),
         (r#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "", "password": "p"}}}"#, "auth.robot.username: must not be empty"),
@@ -120,6 +121,7 @@ fn the_contract_example_compiles_with_its_defaults() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(config.read_only);
     assert!(!config.debug_header);
+    assert!(!config.log_original_path);
     let keys: Vec<&str> = config.registries().iter().map(|r| r.key.as_str()).collect();
     assert_eq!(keys, ["docker.io", "quay.io"]);
     assert!(config.is_project("production") && config.is_project("quay-proxy") && !config.is_project("library"));
@@ -155,4 +157,14 @@ fn a_rewrite_list_holds_one_rule_per_entry() {
         let error = error_of(json);
         report.check(json, error.starts_with(expected), format_args!("got {error}, want {expected}"));
     }
+}
+
+#[test]
+fn log_original_path_is_read_in_the_global_configuration_and_in_rules() {
+    let config = Config::from_json(br#"{"registries": {"quay.io": {}}, "log_original_path": true}"#).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.log_original_path);
+    let json = br#"{"registries": {"quay.io": {}}, "_rules_": [{"_match_domain_": ["m"], "registries": {"quay.io": {}}, "log_original_path": true}]}"#;
+    let scoped = PluginConfig::from_json(json).unwrap_or_else(|e| panic!("{e}"));
+    let flags: Vec<bool> = scoped.configs.iter().map(|config| config.log_original_path).collect();
+    assert_eq!(flags, [true, false], "the rule's, then the global configuration's");
 }

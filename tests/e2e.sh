@@ -5,9 +5,10 @@
 # the registry received. Everything runs as processes on 127.0.0.1 on free ports; only the
 # processes started here are stopped, also when a case fails.
 #
-# Needs ENVOY, PYTHON (with PyYAML and h2), WASM, FAULT_WASM (the fault-injection build) and
-# HARBOR_MIRROR_CLI (the command-line tool, which writes each client's configuration) in the
-# environment; ./build.sh test sets them.
+# Needs ENVOY, PYTHON (with PyYAML and h2), WASM, FAULT_WASM (the fault-injection build),
+# HARBOR_MIRROR_CLI (the command-line tool, which writes each client's configuration) and
+# CRI_CLIENT (crates/cri-client, the kubelet's side of pulls) in the environment; ./build.sh test
+# sets them.
 set -uo pipefail
 : "${ENVOY:?path of the envoy binary}" "${PYTHON:?python with PyYAML and h2}" "${WASM:?path of harbor_mirror.wasm}"
 : "${FAULT_WASM:?path of the fault-injection build of harbor_mirror.wasm}" "${HARBOR_MIRROR_CLI:?path of harbor-mirror}"
@@ -360,6 +361,10 @@ run_case case_bad_configurations_stop_envoy
 # Discovery: mirrors configured with Harbor's address alone.
 # shellcheck source=tests/e2e-discovery.sh
 . "$ROOT/tests/e2e-discovery.sh"
+
+# The kubelet path: containerd's CRI plugin, a k3s certs.d tree, pulls as the kubelet makes them.
+# shellcheck source=tests/e2e-cri.sh
+. "$ROOT/tests/e2e-cri.sh"
 
 # Hostile requests, Harbor down or hanging, a configuration change under load, a crashed VM.
 # shellcheck source=tests/e2e-hardening.sh

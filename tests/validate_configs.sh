@@ -36,6 +36,7 @@ done
 passed=0 failed=0
 # What every shipped configuration promises (README, Deployment), read from the files themselves.
 if "$PYTHON" - envoy/*.yaml <<'PY'; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+import json
 import sys
 import yaml
 
@@ -53,6 +54,9 @@ for path in sys.argv[1:]:
             for hcm in typed(chain["filters"], "HttpConnectionManager"):
                 if not hcm.get("access_log"):
                     problems.append("no access log")
+                formats = json.dumps(hcm.get("access_log"))
+                if "%FILTER_STATE(wasm.harbor_mirror.original_path:PLAIN)%" not in formats:
+                    problems.append("the access log does not show the original path")
                 if not hcm.get("request_headers_timeout"):
                     problems.append("no request_headers_timeout")
                 if not hcm.get("local_reply_config"):
@@ -60,6 +64,9 @@ for path in sys.argv[1:]:
                 for wasm in typed(hcm["http_filters"], ".wasm.v3.Wasm"):
                     if wasm["config"].get("failure_policy") != "FAIL_RELOAD":
                         problems.append("the wasm filter's failure_policy is not FAIL_RELOAD")
+                    plugin = json.loads(wasm["config"]["configuration"]["value"])
+                    if plugin.get("log_original_path") is not True:
+                        problems.append("the plugin configuration does not set log_original_path")
             tls = chain.get("transport_socket", {}).get("typed_config", {})
             if tls and "h2" not in tls["common_tls_context"].get("alpn_protocols", []):
                 problems.append("TLS without h2 in ALPN")
@@ -67,7 +74,7 @@ for path in sys.argv[1:]:
         if not cluster.get("connect_timeout"):
             problems.append(f"cluster {cluster['name']} has no connect_timeout")
     print(f"{'FAIL' if problems else 'ok'}: {path}: " + ("; ".join(problems) or
-          "admin on 127.0.0.1, access log, connect and request-headers timeouts, OCI local replies, FAIL_RELOAD"))
+          "admin on 127.0.0.1, access log with the original path, connect and request-headers timeouts, OCI local replies, FAIL_RELOAD"))
     ok = ok and not problems
 sys.exit(0 if ok else 1)
 PY

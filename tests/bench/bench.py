@@ -61,12 +61,14 @@ FRONTS = [
 ]
 
 # The profile series: the floor filter replaying harbor_mirror's host calls, one more each time
-# (crates/filter/examples/floor_filter.rs), then harbor_mirror itself.
+# (crates/filter/examples/floor_filter.rs), then harbor_mirror itself, and with the original path
+# kept for the access log.
 PROFILE_STEPS = ["headers", "log_level", "set_path", "metrics", "status"]
 PROFILE_FRONTS = (
     [FRONTS[1]]
     + [Front(f"b+{i + 1}", "floor + " + ",".join(PROFILE_STEPS[: i + 1]), True, ",".join(PROFILE_STEPS[: i + 1])) for i in range(len(PROFILE_STEPS))]
-    + [FRONTS[2], Front("b+pairs", "floor + all request headers in one call (compare b+1)", True, "pairs")]
+    + [FRONTS[2], Front("c+log", "harbor_mirror.wasm with log_original_path (compare c)", False)]
+    + [Front("b+pairs", "floor + all request headers in one call (compare b+1)", True, "pairs")]
 )
 
 
@@ -248,12 +250,12 @@ def wasm_filter(name, wasm, configuration):
     }
 
 
-def harbor_config(registries):
+def harbor_config(registries, log_original_path=False):
     """The filter's configuration: the four registries, plus `registries - 4` more."""
     config = {key: {"project": project} for key, project in REGISTRIES.items()}
     for i in range(registries - len(config)):
         config[f"r{i}.example.com"] = {"project": f"proxy-{i}", "hosts": [f"r{i}.mirror.example.com"], "aliases": [f"r{i}"]}
-    return json.dumps({"registries": config, "default_registry": "docker.io"})
+    return json.dumps({"registries": config, "default_registry": "docker.io", "log_original_path": log_original_path})
 
 
 def regex_routes():
@@ -364,6 +366,8 @@ def start_front(front, args, work, upstream_port, callgrind=False):
         filters = [wasm_filter("floor", args.floor_wasm, front.steps)]
     elif front.key == "c":
         filters = [wasm_filter("harbor_mirror", args.wasm, harbor_config(4))]
+    elif front.key == "c+log":
+        filters = [wasm_filter("harbor_mirror", args.wasm, harbor_config(4, log_original_path=True))]
     elif front.key == "c1000":
         filters = [wasm_filter("harbor_mirror", args.wasm, harbor_config(1000))]
     elif front.key == "d":

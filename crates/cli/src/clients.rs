@@ -68,7 +68,12 @@ impl Recipe {
                 }
                 out
             }
-            Recipe::K3s => format!("mirrors:\n  docker.io:\n    endpoint: [{}]\n", quoted_urls(mirrors)),
+            // `*` (k3s 1.26+): every other registry through the mirror too, which routes it by
+            // containerd's `ns`.
+            Recipe::K3s => {
+                let urls = quoted_urls(mirrors);
+                format!("mirrors:\n  docker.io:\n    endpoint: [{urls}]\n  \"*\":\n    endpoint: [{urls}]\n")
+            }
         }
     }
 }
@@ -143,7 +148,10 @@ mod tests {
                 Recipe::Containers,
                 "unqualified-search-registries = [\"docker.io\"]\n\n[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n\n[[registry.mirror]]\nlocation = \"mirror.example.com\"\n\n[[registry.mirror]]\nlocation = \"10.0.0.1:5000\"\ninsecure = true\n",
             ),
-            (Recipe::K3s, "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example.com\", \"http://10.0.0.1:5000\"]\n"),
+            (
+                Recipe::K3s,
+                "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example.com\", \"http://10.0.0.1:5000\"]\n  \"*\":\n    endpoint: [\"https://mirror.example.com\", \"http://10.0.0.1:5000\"]\n",
+            ),
         ];
         for (recipe, expected) in cases {
             assert_eq!(recipe.render(&two), expected, "{}", recipe.name());

@@ -61,6 +61,19 @@ pub fn set_header(map: MapType, name: &'static str, value: Option<&str>) -> Resu
     host(name, hostcalls::set_map_value(map, name, value))
 }
 
+/// The property a rewritten request's original path is kept in; Envoy stores it as the filter
+/// state `wasm.harbor_mirror.original_path`, which access logs read with
+/// `%FILTER_STATE(wasm.harbor_mirror.original_path:PLAIN)%`.
+pub const ORIGINAL_PATH_PROPERTY: &str = "harbor_mirror.original_path";
+
+/// Keeps `path` for the access log (`log_original_path`). A failure only costs the log its
+/// field, so it is logged and the request goes on.
+pub fn keep_original_path(path: &str) {
+    if let Err(e) = host("set_property", hostcalls::set_property(vec![ORIGINAL_PATH_PROPERTY], Some(path.as_bytes()))) {
+        log(LogLevel::Warn, &format!("{e}: the access log will not show the original path"));
+    }
+}
+
 /// Seconds since the Unix epoch by the host's clock.
 pub fn now_secs() -> Result<u64, HostError> {
     let now = host("get_current_time", hostcalls::get_current_time())?;

@@ -31,7 +31,7 @@ use harbor_mirror_core::refusal::Refusal;
 use harbor_mirror_core::response::{Answer, Forwarded, Look};
 use harbor_mirror_core::Config;
 use discovery::{Discovering, Discovery};
-use host::{debug_enabled, header, header_map, host, log, now_secs, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
+use host::{debug_enabled, header, header_map, host, keep_original_path, log, now_secs, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
 use metrics::Metrics;
 use token_cache::TokenCache;
 
@@ -346,6 +346,9 @@ impl MirrorRequest {
         };
         if let Some(path) = &new_path {
             set_header(MapType::HttpRequestHeaders, ":path", Some(path))?;
+            if config.log_original_path {
+                keep_original_path(request.path);
+            }
         }
         let forwarded_path = new_path.unwrap_or_else(|| request.path.to_owned());
         let authenticated = match shared.token_cache(&config) {
