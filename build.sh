@@ -34,7 +34,8 @@ CLI=$ROOT/dist/harbor-mirror
 CRATE_VERSION=$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)
 # The release .wasm after wasm-opt may be at most this many bytes (350 KB).
 WASM_BUDGET=350000
-WASM_OPT_FLAGS=(-Oz --converge --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals)
+WASM_FEATURES=(--enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals)
+WASM_OPT_FLAGS=(-Oz --converge "${WASM_FEATURES[@]}")
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
@@ -94,6 +95,21 @@ install_wasm_bindgen() {
 
 # --- build ----------------------------------------------------------------------------------
 
+# strip_exports IN OUT LIST: IN without the exports LIST does not name (wasm-metadce).
+strip_exports() {
+  local graph; graph=$(grep -v '^#' "$3" | grep . | sed 's/.*/{"name": "&", "root": true, "export": "&"}/' | paste -sd, -)
+  printf '[%s]\n' "$graph" >"$2.graph.json"
+  wasm-metadce -q "${WASM_FEATURES[@]}" -f "$2.graph.json" "$1" -o "$2" >/dev/null
+}
+
+# exports_are WASM LIST: WASM exports exactly what LIST names.
+exports_are() {
+  local want have
+  want=$(grep -v '^#' "$2" | grep . | sort)
+  have=$(wasm-dis "$1" | sed -n 's/^ (export "\([^"]*\)".*/\1/p' | sort)
+  [ "$want" = "$have" ] || die "$1 exports $(echo "$have" | paste -sd' ' -), not what $2 lists: $(echo "$want" | paste -sd' ' -)"
+}
+
 cmd_build() {
   install_rust_targets
   install_apt binaryen
@@ -101,7 +117,9 @@ cmd_build() {
   cargo build -q --release --target wasm32-wasip1 -p harbor-mirror-filter
   local raw=target/wasm32-wasip1/release/harbor_mirror.wasm
   mkdir -p dist
-  wasm-opt "${WASM_OPT_FLAGS[@]}" "$raw" -o "$WASM"
+  strip_exports "$raw" target/harbor_mirror.exports.wasm crates/filter/envoy-exports.txt
+  wasm-opt "${WASM_OPT_FLAGS[@]}" target/harbor_mirror.exports.wasm -o "$WASM"
+  exports_are "$WASM" crates/filter/envoy-exports.txt
   (cd dist && sha256sum harbor_mirror.wasm >harbor_mirror.wasm.sha256)
   local size; size=$(stat -c %s "$WASM")
   say "dist/harbor_mirror.wasm: $(stat -c %s "$raw") bytes from cargo, $size after wasm-opt (budget $WASM_BUDGET)"
@@ -186,6 +204,21 @@ EOF
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_SECONDS=${BENCH_SECONDS:-5}
 
+# build_lever REV OUT: harbor_mirror.wasm as `./build.sh build` made it at commit REV (its exports
+# stripped if REV lists them), into OUT; for the levers of tests/bench/levers.txt.
+build_lever() {
+  local rev=$1 out=$2 tree=$BENCH_RUN/lever-tree
+  git worktree add -q --detach "$tree" "$rev" || die "tests/bench/levers.txt: no commit $rev in this clone"
+  (cd "$tree" && CARGO_TARGET_DIR=$ROOT/target/levers cargo build -q --release --target wasm32-wasip1 -p harbor-mirror-filter)
+  local raw=$ROOT/target/levers/wasm32-wasip1/release/harbor_mirror.wasm
+  if [ -f "$tree/crates/filter/envoy-exports.txt" ]; then
+    strip_exports "$raw" "$out.exports.wasm" "$tree/crates/filter/envoy-exports.txt"
+    raw=$out.exports.wasm
+  fi
+  wasm-opt "${WASM_OPT_FLAGS[@]}" "$raw" -o "$out"
+  git worktree remove --force "$tree"
+}
+
 cmd_bench() {
   cmd_build
   install_envoy
@@ -198,7 +231,7 @@ cmd_bench() {
   local run=$BENCH_RUN
   # shellcheck source=tests/lib.sh
   . "$ROOT/tests/lib.sh"
-  trap 'stop_started; rm -rf "$BENCH_RUN"' EXIT
+  trap 'stop_started; git worktree prune; rm -rf "$BENCH_RUN"' EXIT
   trap 'exit 130' INT TERM
 
   say "the floor filter (crates/filter/examples/floor_filter.rs)"
@@ -211,6 +244,15 @@ cmd_bench() {
     echo "| harbor_mirror.wasm | $(stat -c %s target/wasm32-wasip1/release/harbor_mirror.wasm) | $(stat -c %s "$WASM") |"
     echo "| floor_filter.wasm | $(stat -c %s target/wasm32-wasip1/release/examples/floor_filter.wasm) | $(stat -c %s "$floor") |"
   } | tee "$out/sizes.md"
+
+  say "the levers (tests/bench/levers.txt): harbor_mirror.wasm as built at earlier commits"
+  local levers=() key rev label
+  while read -r key rev label; do
+    case $key in '#'* | '') continue ;; esac
+    build_lever "$rev" "$out/lever-$key.wasm"
+    echo "| lever $key: $label (at $rev) | | $(stat -c %s "$out/lever-$key.wasm") |" | tee -a "$out/sizes.md"
+    levers+=(--lever "$key=$out/lever-$key.wasm=$label")
+  done <tests/bench/levers.txt
 
   say "core micro-benchmarks (benches/core.rs)"
   # Symbols kept (not the release profile's strip), for the profile below; same code.
@@ -246,7 +288,7 @@ cmd_bench() {
   [ -x "$envoy_binary" ] || die "no envoy binary under $VENV"
   "$PYTHON" tests/bench/bench.py --envoy "$ENVOY" --envoy-binary "$envoy_binary" --wasm "$WASM" --floor-wasm "$floor" \
     --registry "$registry_port=$digest" --profile --callgrind --rounds "$BENCH_ROUNDS" --seconds "$BENCH_SECONDS" \
-    --work "$run" --out "$out"
+    "${levers[@]}" --work "$run" --out "$out"
   say "figures in $out: sizes.md core.md core-profile.txt report.md (with the configure time of 1000 registries in Envoy) cpu-per-request.png"
 }
 

@@ -48,6 +48,7 @@ class Front:
     label: str
     prefixed: bool  # the clients of this front use Harbor's prefixed names
     steps: str = ""  # for the floor filter: the host calls it replays
+    wasm: str = ""  # for a lever: a build of harbor_mirror.wasm other than --wasm, run as c is
 
 
 FRONTS = [
@@ -70,6 +71,15 @@ PROFILE_FRONTS = (
     + [FRONTS[2], Front("c+log", "harbor_mirror.wasm with log_original_path (compare c)", False)]
     + [Front("b+pairs", "floor + all request headers in one call (compare b+1)", True, "pairs")]
 )
+
+
+# The levers (tests/bench/levers.txt): harbor_mirror.wasm as built at earlier commits, each run as
+# c is, under callgrind only; filled from --lever.
+LEVER_FRONTS = []
+
+
+def all_fronts():
+    return FRONTS + PROFILE_FRONTS + LEVER_FRONTS
 
 
 def shapes(digest, prefixed):
@@ -366,6 +376,8 @@ def start_front(front, args, work, upstream_port, callgrind=False):
         filters = [wasm_filter("floor", args.floor_wasm, front.steps)]
     elif front.key == "c":
         filters = [wasm_filter("harbor_mirror", args.wasm, harbor_config(4))]
+    elif front.wasm:
+        filters = [wasm_filter("harbor_mirror", front.wasm, harbor_config(4))]
     elif front.key == "c+log":
         filters = [wasm_filter("harbor_mirror", args.wasm, harbor_config(4, log_original_path=True))]
     elif front.key == "c1000":
@@ -478,7 +490,7 @@ def run_instructions(args, upstream_port, digest, work):
     that differences of a few percent between fronts are real. Every front (and every profile
     step) starts under valgrind at once; each is then warmed up and loaded on its own, with
     counting switched on for exactly that load."""
-    fronts = list({front.key: front for front in FRONTS + PROFILE_FRONTS}.values())
+    fronts = list({front.key: front for front in all_fronts()}.values())
     if args.callgrind_fronts:
         fronts = [front for front in fronts if front.key in args.callgrind_fronts.split(",")]
     print(f"== instructions per request (callgrind), {len(fronts)} fronts", flush=True)
@@ -488,6 +500,11 @@ def run_instructions(args, upstream_port, digest, work):
     try:
         for r in running:
             r.wait_ready(900)
+        # Every lever must answer as c does: the same behaviour at another cost.
+        answers = {r.front.key: check(r, digest) for r in running if r.front.key == "c" or r.front.wasm}
+        for key, answered in answers.items():
+            if answered != answers.get("c", answered):
+                sys.exit(f"bench: lever {key} answers {answered}, c answers {answers['c']}")
         for r in running:
             pid = str(r.process.pid)
             load(args, r, shape_files[r.front.prefixed], 15, connections=2)
@@ -530,7 +547,7 @@ def floor_sentence(a, b, c, unit):
 
 
 def instructions_report(counts):
-    labels = {front.key: front.label for front in FRONTS + PROFILE_FRONTS}
+    labels = {front.key: front.label for front in all_fronts()}
     base = counts.get("a", {}).get("per_request")
     floor = counts.get("b", {}).get("per_request")
     lines = ["### Instructions per request (callgrind, stub backend)\n", "| front | instructions/req | x a | over the floor (b) |", "|---|---:|---:|---:|"]
@@ -566,7 +583,7 @@ def medians(series):
 
 def report(results):
     lines = []
-    labels = {front.key: front.label for front in FRONTS + PROFILE_FRONTS}
+    labels = {front.key: front.label for front in all_fronts()}
     for series in results["series"]:
         med = medians(series)
         base = med.get("a")
@@ -664,6 +681,7 @@ def main():
     parser.add_argument("--callgrind", action="store_true", help="also count instructions per request under callgrind")
     parser.add_argument("--callgrind-fronts", help="only these fronts under callgrind (default: all, and the profile's)")
     parser.add_argument("--envoy-binary", help="the envoy executable itself (valgrind cannot follow the venv's wrapper)")
+    parser.add_argument("--lever", action="append", default=[], help="KEY=WASM=LABEL: an earlier build of harbor_mirror.wasm, run as c under callgrind (repeatable)")
     parser.add_argument("--registry", help="PORT=DIGEST: a real registry on 127.0.0.1 holding dockerhub-proxy/library/nginx:latest")
     parser.add_argument("--fronts", default=",".join(front.key for front in FRONTS))
     parser.add_argument("--rounds", type=int, default=3)
@@ -674,6 +692,9 @@ def main():
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     args.fronts = args.fronts.split(",")
+    for lever in args.lever:
+        key, wasm, label = lever.split("=", 2)
+        LEVER_FRONTS.append(Front(key, label, False, wasm=wasm))
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.sched_setaffinity(0, LOAD_CPUS)
