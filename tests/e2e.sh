@@ -282,6 +282,27 @@ case_metrics_count_what_was_done() {
   echo "ok: counters rewritten=$rewritten rejected=$rejected registry.quay.io.rewritten=$quay"
 }
 
+# logged_since LINE TEXT: Envoy's log has TEXT at or after line LINE.
+logged_since() { tail -n +"$1" "$ENVOY_LOG" | grep -qF "$2"; }
+
+# The filter reads Envoy's log level on its tick, not per request: a level set through the admin
+# API applies within a tick (500 ms).
+case_log_level_set_at_run_time_applies() {
+  local path=/v2/library/alpine/manifests/3.19 line='HEAD /v2/library/alpine/manifests/3.19: rewrote'
+  curl -s -X POST "http://127.0.0.1:$ADMIN_PORT/logging?wasm=info" >/dev/null
+  sleep 1
+  local mark; mark=$(wc -l <"$ENVOY_LOG")
+  curl -s -I -o /dev/null "http://$MIRROR$path"
+  sleep 1
+  if logged_since "$((mark + 1))" "$line"; then echo "FAIL: a debug line at level info"; return 1; fi
+  curl -s -X POST "http://127.0.0.1:$ADMIN_PORT/logging?wasm=debug" >/dev/null
+  sleep 1
+  curl -s -I -o /dev/null "http://$MIRROR$path"
+  wait_for 5 "the debug line" logged_since "$((mark + 1))" "$line" ||
+    { echo "FAIL: no debug line after the level went back to debug"; return 1; }
+  echo "ok: no debug line at info; at debug again, the next request logged one"
+}
+
 case_bad_configurations_stop_envoy() {
   local rows=(
     'not json|configuration: expected ident at line 1 column 2'
@@ -352,6 +373,7 @@ run_case case_skopeo_default_registry_and_host_routing
 run_case case_k3s_rewrite_rule_through_containerd
 run_case case_refusals_have_oci_error_bodies
 run_case case_metrics_count_what_was_done
+run_case case_log_level_set_at_run_time_applies
 run_case case_bad_configurations_stop_envoy
 
 # The token-auth matrix: the same clients against a Harbor-semantics token service.

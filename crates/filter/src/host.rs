@@ -1,6 +1,7 @@
 //! Host calls, in one place: their failures become [`HostError`], header reads are byte-safe,
 //! and logging never fails the caller.
 
+use std::cell::Cell;
 use std::fmt;
 use std::time::UNIX_EPOCH;
 
@@ -41,9 +42,21 @@ pub fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, &format!("harbor-mirror: {message}"));
 }
 
+thread_local! {
+    /// Whether Envoy logs this filter's debug lines, as last asked ([`refresh_log_level`]).
+    static DEBUG_ENABLED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Asks Envoy for the log level again: at configure and on every tick, so that requests do not
+/// pay a host call for it, and a level changed through the admin API applies within a tick.
+pub fn refresh_log_level() {
+    let debug = matches!(hostcalls::get_log_level(), Ok(LogLevel::Trace | LogLevel::Debug));
+    DEBUG_ENABLED.with(|enabled| enabled.set(debug));
+}
+
 /// Whether debug logs are on, so that their text is built only then.
 pub fn debug_enabled() -> bool {
-    matches!(hostcalls::get_log_level(), Ok(LogLevel::Trace | LogLevel::Debug))
+    DEBUG_ENABLED.with(Cell::get)
 }
 
 /// One header's value as bytes (empty when absent). `get_map_value` would panic on non-UTF-8.

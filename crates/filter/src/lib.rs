@@ -16,6 +16,7 @@ mod token_cache;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -31,9 +32,16 @@ use harbor_mirror_core::refusal::Refusal;
 use harbor_mirror_core::response::{Answer, Forwarded, Look};
 use harbor_mirror_core::Config;
 use discovery::{Discovering, Discovery};
-use host::{debug_enabled, header, header_map, host, keep_original_path, log, now_secs, send_refusal, send_reply, set_header, HostError, DEBUG_HEADER};
+use host::{
+    debug_enabled, header, header_map, host, keep_original_path, log, now_secs, refresh_log_level, send_refusal, send_reply, set_header, HostError,
+    DEBUG_HEADER,
+};
 use metrics::Metrics;
 use token_cache::TokenCache;
+
+/// How often each VM's root context ticks: it reads the log level again, looks for managed
+/// mode's orphaned fetches and drives discovery.
+const TICK: Duration = Duration::from_millis(500);
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
@@ -125,6 +133,7 @@ impl Context for MirrorRoot {
 
 impl RootContext for MirrorRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        refresh_log_level();
         let json = match host("get_buffer", hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)) {
             Ok(json) => json.unwrap_or_default(),
             Err(e) => {
@@ -149,9 +158,6 @@ impl RootContext for MirrorRoot {
                     return false;
                 }
             };
-            if config.auth.managed.is_some() || config.discover.is_some() {
-                self.set_tick_period(token_cache::ORPHAN_TICK);
-            }
             let shared = Shared { config: RefCell::new(Rc::new(config)), metrics, fetches: RefCell::default(), discovery: Discovery::default() };
             shared.discovering().prepare();
             domains.push(Rc::new(shared));
@@ -171,10 +177,12 @@ impl RootContext for MirrorRoot {
             memory.track_memory();
         }
         self.plugin = Some(Rc::new(plugin));
+        self.set_tick_period(TICK);
         true
     }
 
     fn on_tick(&mut self) {
+        refresh_log_level();
         for shared in self.plugin.iter().flat_map(|plugin| &plugin.domains) {
             shared.discovering().on_tick();
             let config = shared.config();

@@ -17,9 +17,6 @@ use harbor_mirror_core::managed::fetch::{Action, Call, CallId, Fetches, RequestI
 use super::host::{host, log, now_secs, send_refusal, set_header, HostError};
 use super::metrics::Metrics;
 
-/// How often the root context looks for orphaned fetches.
-pub const ORPHAN_TICK: Duration = Duration::from_millis(500);
-
 /// The largest token answer read; Harbor's are about 1 KiB.
 const MAX_ANSWER: usize = 64 * 1024;
 
