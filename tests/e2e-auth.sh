@@ -496,6 +496,7 @@ case_harbor_errors_pass_unchanged() {
 
 # Managed mode: concurrent requests on a cold project share one fetch per VM.
 case_managed_fetches_once_per_project() {
+  past_the_filters_tick
   local stats_before; stats_before=$(curl -s "http://127.0.0.1:$ADMIN_managed/stats?filter=harbor_mirror.token")
   local i codes=()
   for i in $(seq 12); do
@@ -510,6 +511,7 @@ case_managed_fetches_once_per_project() {
   [ "$fetches" -ge 1 ] && [ "$fetches" -le "$MIRROR_WORKERS" ] || { echo "FAIL: expected one fetch per VM at most"; return 1; }
   # Harbor grants every action the robot's role allows, push included; the filter pulls with it.
   auth_received '.path == "/service/token" and .granted == ["production/app:pull,push"]' "a grant beyond what was asked"
+  past_the_filters_tick
   local stats; stats=$(curl -s "http://127.0.0.1:$ADMIN_managed/stats?filter=harbor_mirror.token")
   echo "$stats" | sed 's/^/    /'
   counter() { echo "$1" | awk -F': ' -v name="wasmcustom.harbor_mirror.token.$2" '$1 == name {print $2}'; }
@@ -571,6 +573,7 @@ case_managed_failures_are_answered() {
 # Clients get 503 naming auth.robot, and Harbor sees one login per project per backoff window.
 case_managed_bad_robot_password_backs_off() {
   local path=/v2/production/app/manifests/1 i started=$SECONDS
+  past_the_filters_tick
   local stats_before; stats_before=$(curl -s "http://127.0.0.1:$ADMIN_badrobot/stats?filter=harbor_mirror.token.fetch_failures")
   for i in 1 2 3 4 5 6; do
     expect_oci_error "$MIRROR_badrobot" "$path" 503 UNAVAILABLE "auth.robot" >/dev/null ||
@@ -582,6 +585,7 @@ case_managed_bad_robot_password_backs_off() {
   sleep 6  # past the backoff window
   expect_oci_error "$MIRROR_badrobot" "$path" 503 UNAVAILABLE "auth.robot"
   expect_eq "token requests after the window" "$(auth_count '.path == "/service/token" and (.scopes | index("repository:production/app:pull"))')" 2
+  past_the_filters_tick
   local stats; stats=$(curl -s "http://127.0.0.1:$ADMIN_badrobot/stats?filter=harbor_mirror.token.fetch_failures")
   local before after; before=$(awk -F': ' '{print $2}' <<<"$stats_before") after=$(awk -F': ' '{print $2}' <<<"$stats")
   expect_eq "token.fetch_failures counted" "$((after - before))" 2

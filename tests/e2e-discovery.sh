@@ -75,6 +75,7 @@ wait_discovered() {
 }
 
 stat_of() { # stat_of ADMIN NAME: one wasmcustom stat's value
+  past_the_filters_tick
   curl -s "http://127.0.0.1:$1/stats?filter=wasmcustom.harbor_mirror.discovery" | awk -F': ' -v name="wasmcustom.$2" '$1 == name {print $2}'
 }
 

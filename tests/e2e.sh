@@ -267,6 +267,7 @@ case_refusals_have_oci_error_bodies() {
 }
 
 case_metrics_count_what_was_done() {
+  past_the_filters_tick
   local stats; stats=$(curl -s "http://127.0.0.1:$ADMIN_PORT/stats?filter=harbor_mirror")
   echo "$stats" | sed 's/^/    /'
   local rewritten; rewritten=$(echo "$stats" | awk -F': ' '$1 == "wasmcustom.harbor_mirror.rewritten" {print $2}')

@@ -34,6 +34,10 @@ stop_started() {
 # Returns when any started process exits (build.sh up).
 wait_any_started() { wait -n "${STARTED_PIDS[@]}" 2>/dev/null || true; }
 
+# The filter hands its counters to Envoy on its timer (500 ms): a look at /stats right after the
+# requests it counts first waits past one tick.
+past_the_filters_tick() { sleep 1; }
+
 # wait_for SECONDS WHAT CMD...: polls CMD until it succeeds.
 wait_for() {
   local seconds=$1 what=$2; shift 2

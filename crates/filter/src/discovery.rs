@@ -125,7 +125,7 @@ impl Discovering<'_> {
                     for warning in &built.warnings {
                         log(LogLevel::Warn, &format!("discovery: {warning}"));
                     }
-                    self.metrics.increment(self.metrics.discovery_refreshes);
+                    self.metrics.increment(&self.metrics.discovery_refreshes);
                     let Ok(now) = now_secs() else {
                         continue;
                     };
@@ -137,7 +137,7 @@ impl Discovering<'_> {
                     self.apply(&published);
                 }
                 Action::Failed(message) => {
-                    self.metrics.increment(self.metrics.discovery_failures);
+                    self.metrics.increment(&self.metrics.discovery_failures);
                     let kept = match &self.config.borrow().discovered {
                         harbor_mirror_core::config::Discovered::Applied(mapping) => format!("keeping the last good mapping: {mapping}"),
                         _ => "no mapping yet: requests that need one get 503".to_owned(),

@@ -39,8 +39,8 @@ use host::{
 use metrics::Metrics;
 use token_cache::TokenCache;
 
-/// How often each VM's root context ticks: it reads the log level again, looks for managed
-/// mode's orphaned fetches and drives discovery.
+/// How often each VM's root context ticks: it hands the counts of its requests to Envoy, reads
+/// the log level again, looks for managed mode's orphaned fetches and drives discovery.
 const TICK: Duration = Duration::from_millis(500);
 
 proxy_wasm::main! {{
@@ -124,6 +124,9 @@ impl Context for MirrorRoot {
     }
 
     fn on_done(&mut self) -> bool {
+        for shared in self.plugin.iter().flat_map(|plugin| &plugin.domains) {
+            shared.metrics.flush();
+        }
         if let Some(memory) = self.plugin.as_ref().and_then(|plugin| plugin.memory()) {
             memory.forget_memory();
         }
@@ -184,6 +187,7 @@ impl RootContext for MirrorRoot {
     fn on_tick(&mut self) {
         refresh_log_level();
         for shared in self.plugin.iter().flat_map(|plugin| &plugin.domains) {
+            shared.metrics.flush();
             shared.discovering().on_tick();
             let config = shared.config();
             let Some(cache) = shared.token_cache(&config) else {
@@ -406,7 +410,7 @@ impl MirrorRequest {
         let step = cache.fetches.borrow_mut().on_request(self.id, repository, cached.as_deref().and_then(CacheEntry::decode), now_secs()?);
         match step {
             Step::Forward { token } => {
-                cache.metrics.increment(cache.metrics.token_cache_hits);
+                cache.metrics.increment(&cache.metrics.token_cache_hits);
                 set_header(MapType::HttpRequestHeaders, "authorization", Some(&format!("Bearer {token}")))?;
                 Ok(Authenticated::Continue(Some(token)))
             }
@@ -464,7 +468,7 @@ fn on_answer(shared: &Shared, config: &Config, forwarded: &Forwarded) -> Result<
             for value in &values {
                 host("add_header", hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, "www-authenticate", value))?;
             }
-            shared.metrics.increment(shared.metrics.challenges_rewritten);
+            shared.metrics.increment(&shared.metrics.challenges_rewritten);
             Ok(Action::Continue)
         }
         Answer::RefuseRobotToken { project, refusal } => {

@@ -1,5 +1,9 @@
 //! The filter's counters and its memory gauge, defined once at configure. Envoy shows them as
 //! `wasmcustom.harbor_mirror.*` in `/stats` and `harbor_mirror_*` in `/stats/prometheus`.
+//!
+//! Counting costs requests no host call: each VM adds up its counts and hands them to Envoy on
+//! its root context's tick ([`Metrics::flush`]), and when it stops. Envoy's figures are at most a
+//! tick behind.
 
 use std::cell::{Cell, RefCell};
 
@@ -10,25 +14,45 @@ use super::host::{host, log, HostError};
 use harbor_mirror_core::decide::{Decision, Route};
 use harbor_mirror_core::Config;
 
-/// Metric ids.
+/// A counter: Envoy's metric id, and the counts not yet handed to Envoy.
+pub struct Counter {
+    id: u32,
+    pending: Cell<u64>,
+}
+
+impl Counter {
+    fn define(name: &str) -> Result<Counter, HostError> {
+        Ok(Counter { id: host("define_metric", hostcalls::define_metric(MetricType::Counter, name))?, pending: Cell::new(0) })
+    }
+
+    /// Hands the pending counts to Envoy, in one host call if there are any.
+    fn flush(&self) {
+        let pending = self.pending.replace(0);
+        if pending > 0 && let Err(e) = host("increment_metric", hostcalls::increment_metric(self.id, i64::try_from(pending).unwrap_or(i64::MAX))) {
+            log(LogLevel::Warn, &e.to_string());
+        }
+    }
+}
+
+/// The metrics.
 pub struct Metrics {
-    rewritten: u32,
-    passed: u32,
-    rejected: u32,
+    rewritten: Counter,
+    passed: Counter,
+    rejected: Counter,
     /// `harbor_mirror.registry.<key>.rewritten`, sorted by key (discovery adds keys).
-    registry_rewritten: RefCell<Vec<(String, u32)>>,
+    registry_rewritten: RefCell<Vec<(String, Counter)>>,
     /// 401 challenges whose realm was pointed back at this proxy.
-    pub challenges_rewritten: u32,
+    pub challenges_rewritten: Counter,
     /// Managed mode: token requests sent to Harbor.
-    pub token_fetches: u32,
+    pub token_fetches: Counter,
     /// Managed mode: requests served with a cached token.
-    pub token_cache_hits: u32,
+    pub token_cache_hits: Counter,
     /// Managed mode: token requests that gave no usable token.
-    pub token_fetch_failures: u32,
+    pub token_fetch_failures: Counter,
     /// Discovery: refreshes that published a mapping.
-    pub discovery_refreshes: u32,
+    pub discovery_refreshes: Counter,
     /// Discovery: refreshes that failed (the last good mapping stayed).
-    pub discovery_failures: u32,
+    pub discovery_failures: Counter,
     /// Gauge: the registries of the discovered mapping.
     pub discovery_registries: u32,
     /// Gauge: the linear memory of this plugin's VMs, summed; each VM adds its own growth.
@@ -39,7 +63,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn define(config: &Config) -> Result<Metrics, HostError> {
-        let counter = |name: &str| host("define_metric", hostcalls::define_metric(MetricType::Counter, name));
+        let counter = Counter::define;
         let gauge = |name: &str| host("define_metric", hostcalls::define_metric(MetricType::Gauge, name));
         let metrics = Metrics {
             rewritten: counter("harbor_mirror.rewritten")?,
@@ -66,9 +90,8 @@ impl Metrics {
         let mut ids = self.registry_rewritten.borrow_mut();
         for registry in config.registries() {
             if let Err(at) = ids.binary_search_by(|(key, _)| key.as_str().cmp(&registry.key)) {
-                let name = format!("harbor_mirror.registry.{}.rewritten", registry.key);
-                let id = host("define_metric", hostcalls::define_metric(MetricType::Counter, &name))?;
-                ids.insert(at, (registry.key.clone(), id));
+                let counter = Counter::define(&format!("harbor_mirror.registry.{}.rewritten", registry.key))?;
+                ids.insert(at, (registry.key.clone(), counter));
             }
         }
         Ok(())
@@ -103,28 +126,46 @@ impl Metrics {
         }
     }
 
-    /// Adds one to a counter; a failure is logged, never passed on.
-    pub fn increment(&self, id: u32) {
-        if let Err(e) = host("increment_metric", hostcalls::increment_metric(id, 1)) {
-            log(LogLevel::Warn, &e.to_string());
-        }
+    /// Adds one to a counter, for the next [`Metrics::flush`].
+    pub fn increment(&self, counter: &Counter) {
+        counter.pending.set(counter.pending.get().saturating_add(1));
     }
 
     /// Counts a request decision.
     pub fn count(&self, decision: &Decision<'_>) {
         match decision {
-            Decision::Refuse(_) => self.increment(self.rejected),
+            Decision::Refuse(_) => self.increment(&self.rejected),
             Decision::Forward { route: Route::Mapped { registry, .. } | Route::Token { registry, .. }, .. } => {
-                self.increment(self.rewritten);
-                let id = {
-                    let ids = self.registry_rewritten.borrow();
-                    ids.binary_search_by(|(key, _)| key.as_str().cmp(&registry.key)).ok().and_then(|at| ids.get(at)).map(|&(_, id)| id)
-                };
-                if let Some(id) = id {
-                    self.increment(id);
+                self.increment(&self.rewritten);
+                let ids = self.registry_rewritten.borrow();
+                if let Ok(at) = ids.binary_search_by(|(key, _)| key.as_str().cmp(&registry.key))
+                    && let Some((_, counter)) = ids.get(at)
+                {
+                    self.increment(counter);
                 }
             }
-            Decision::Forward { .. } => self.increment(self.passed),
+            Decision::Forward { .. } => self.increment(&self.passed),
+        }
+    }
+
+    /// Hands every counter's pending counts to Envoy: on the root context's tick, and when the
+    /// VM stops.
+    pub fn flush(&self) {
+        for counter in [
+            &self.rewritten,
+            &self.passed,
+            &self.rejected,
+            &self.challenges_rewritten,
+            &self.token_fetches,
+            &self.token_cache_hits,
+            &self.token_fetch_failures,
+            &self.discovery_refreshes,
+            &self.discovery_failures,
+        ] {
+            counter.flush();
+        }
+        for (_, counter) in self.registry_rewritten.borrow().iter() {
+            counter.flush();
         }
     }
 }

@@ -89,7 +89,7 @@ impl TokenCache<'_> {
                 }
                 Action::Refuse { requests, refusal } => for_each_request(&requests, current, || send_refusal(&refusal, None)),
                 Action::Failed { project, message } => {
-                    self.metrics.increment(self.metrics.token_fetch_failures);
+                    self.metrics.increment(&self.metrics.token_fetch_failures);
                     log(LogLevel::Warn, &format!("token for project {project}: {message}"));
                 }
             }
@@ -107,7 +107,7 @@ impl TokenCache<'_> {
             ("user-agent", "harbor-mirror"),
         ];
         let timeout = Duration::from_millis(managed.timeout_ms);
-        self.metrics.increment(self.metrics.token_fetches);
+        self.metrics.increment(&self.metrics.token_fetches);
         host("dispatch_http_call", hostcalls::dispatch_http_call(&managed.cluster, headers, None, vec![], timeout)).map_err(|e| {
             let message = format!("cannot ask harbor for a token through cluster {:?} (auth.cluster): {e}", managed.cluster);
             log(LogLevel::Error, &message);
