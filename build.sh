@@ -238,11 +238,16 @@ cmd_bench() {
   cargo build -q --release --target wasm32-wasip1 -p harbor-mirror-filter --example floor_filter
   local floor=$out/floor_filter.wasm
   wasm-opt "${WASM_OPT_FLAGS[@]}" target/wasm32-wasip1/release/examples/floor_filter.wasm -o "$floor"
+  local floor_stripped=$out/floor_filter.stripped.wasm
+  strip_exports target/wasm32-wasip1/release/examples/floor_filter.wasm "$run/floor.exports.wasm" crates/filter/examples/floor-exports.txt
+  wasm-opt "${WASM_OPT_FLAGS[@]}" "$run/floor.exports.wasm" -o "$floor_stripped"
+  exports_are "$floor_stripped" crates/filter/examples/floor-exports.txt
   {
     echo "| module | from cargo | after wasm-opt |"
     echo "|---|---:|---:|"
     echo "| harbor_mirror.wasm | $(stat -c %s target/wasm32-wasip1/release/harbor_mirror.wasm) | $(stat -c %s "$WASM") |"
     echo "| floor_filter.wasm | $(stat -c %s target/wasm32-wasip1/release/examples/floor_filter.wasm) | $(stat -c %s "$floor") |"
+    echo "| floor_filter.wasm, only the exports it needs | | $(stat -c %s "$floor_stripped") |"
   } | tee "$out/sizes.md"
 
   say "the levers (tests/bench/levers.txt): harbor_mirror.wasm as built at earlier commits"
@@ -286,7 +291,7 @@ cmd_bench() {
   # valgrind cannot follow the venv's envoy wrapper (a Python script that execs the binary).
   local envoy_binary; envoy_binary=$(echo "$VENV"/lib/python3*/site-packages/envoy/_bin/envoy)
   [ -x "$envoy_binary" ] || die "no envoy binary under $VENV"
-  "$PYTHON" tests/bench/bench.py --envoy "$ENVOY" --envoy-binary "$envoy_binary" --wasm "$WASM" --floor-wasm "$floor" \
+  "$PYTHON" tests/bench/bench.py --envoy "$ENVOY" --envoy-binary "$envoy_binary" --wasm "$WASM" --floor-wasm "$floor" --floor-stripped-wasm "$floor_stripped" \
     --registry "$registry_port=$digest" --profile --callgrind --rounds "$BENCH_ROUNDS" --seconds "$BENCH_SECONDS" \
     "${levers[@]}" --work "$run" --out "$out"
   say "figures in $out: sizes.md core.md core-profile.txt report.md (with the configure time of 1000 registries in Envoy) cpu-per-request.png"

@@ -70,6 +70,8 @@ PROFILE_FRONTS = (
     + [Front(f"b+{i + 1}", "floor + " + ",".join(PROFILE_STEPS[: i + 1]), True, ",".join(PROFILE_STEPS[: i + 1])) for i in range(len(PROFILE_STEPS))]
     + [FRONTS[2], Front("c+log", "harbor_mirror.wasm with log_original_path (compare c)", False)]
     + [Front("b+pairs", "floor + all request headers in one call (compare b+1)", True, "pairs")]
+    + [Front("b+path", "floor + :path alone in one call (compare b+pairs)", True, "path")]
+    + [Front("b0", "do-nothing wasm with only the exports it needs (compare b)", True)]
 )
 
 
@@ -372,7 +374,9 @@ def start_front(front, args, work, upstream_port, callgrind=False):
         return Running(front, port, start(prefix + command, log, cpus), port, log)
     admin = free_port()
     filters, routes = [], None
-    if front.key.startswith("b"):
+    if front.key == "b0":
+        filters = [wasm_filter("floor", args.floor_stripped_wasm, "")]
+    elif front.key.startswith("b"):
         filters = [wasm_filter("floor", args.floor_wasm, front.steps)]
     elif front.key == "c":
         filters = [wasm_filter("harbor_mirror", args.wasm, harbor_config(4))]
@@ -677,6 +681,7 @@ def main():
     parser.add_argument("--envoy", required=True)
     parser.add_argument("--wasm", required=True)
     parser.add_argument("--floor-wasm", required=True, help="crates/filter/examples/floor_filter.rs, built")
+    parser.add_argument("--floor-stripped-wasm", required=True, help="the same, with only the exports a do-nothing filter needs")
     parser.add_argument("--profile", action="store_true", help="also run the profile series on the stub")
     parser.add_argument("--callgrind", action="store_true", help="also count instructions per request under callgrind")
     parser.add_argument("--callgrind-fronts", help="only these fronts under callgrind (default: all, and the profile's)")

@@ -7,6 +7,7 @@
 //! harbor_mirror makes per request, each replayed the way the adapter makes it:
 //!   headers    read :method, :path and :authority
 //!   pairs      instead: read all request headers in one call and find those three
+//!   path       instead: read :path alone (one call)
 //!   log_level  ask the log level (the adapter builds debug text only when it is on)
 //!   set_path   set a new :path of the rewritten length (with headers: the one it read)
 //!   metrics    increment two counters (harbor_mirror counts the total and the registry's)
@@ -33,6 +34,7 @@ proxy_wasm::main! {{
 struct Steps {
     headers: bool,
     pairs: bool,
+    path: bool,
     log_level: bool,
     set_path: bool,
     /// Counter ids, when `metrics` is on.
@@ -57,6 +59,7 @@ impl RootContext for FloorRoot {
             match step {
                 "headers" => steps.headers = true,
                 "pairs" => steps.pairs = true,
+                "path" => steps.path = true,
                 "log_level" => steps.log_level = true,
                 "set_path" => steps.set_path = true,
                 "metrics" => {
@@ -109,6 +112,9 @@ impl HttpContext for FloorRequest {
                     path = value;
                 }
             }
+        }
+        if steps.path {
+            path = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path").ok().flatten().unwrap_or_default();
         }
         if steps.log_level {
             let _ = hostcalls::get_log_level();
