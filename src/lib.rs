@@ -4,8 +4,9 @@
 //! Clients configured with a mirror ask for `library/nginx`; Harbor serves Docker Hub's images
 //! from a proxy-cache project, `dockerhub-proxy/library/nginx`. The filter rewrites the request
 //! path in between. This crate's core is host-free: [`Config`] compiles the plugin
-//! configuration once, and [`decide`] maps one request to a [`Decision`]. The proxy-wasm
-//! adapter (built for `wasm32-wasip1` only) applies decisions inside Envoy.
+//! configuration once, and [`decide`] maps one request to a [`Decision`]; [`exchange::plan`] is
+//! what an adapter does with it. The adapters apply it inside Envoy: the proxy-wasm filter
+//! (`crates/filter`) and the dynamic module (`crates/module`).
 //!
 //! ```
 //! use harbor_mirror_core::{decide, Config, Request};
@@ -28,6 +29,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 // Layers, each using only those below it:
+//   exchange                          one request through an adapter
 //   higress, managed, response        the plugin's configurations; managed mode; answers
 //   discovery                         the mapping read from Harbor's API
 //   decide                            one request's decision
@@ -42,6 +44,7 @@ pub mod challenge;
 pub mod config;
 pub mod decide;
 pub mod discovery;
+pub mod exchange;
 pub mod harbor;
 pub mod higress;
 pub mod managed;

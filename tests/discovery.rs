@@ -209,7 +209,7 @@ fn a_refresh_reads_what_harbor_gives_and_publishes_or_fails() {
             if !matches!(actions.first(), Some(Action::Dispatch { .. })) {
                 break;
             }
-            let call = u32::try_from(at).unwrap_or(0) + 100;
+            let call = u64::try_from(at).unwrap_or(0) + 100;
             let _ = refresh.dispatched(Ok(call));
             let token_body;
             let answer = match *reply {

@@ -33,9 +33,9 @@ enum Event {
     /// Request `id` needs a token for `repository` and finds `Cache`, `later` seconds after NOW.
     Request(u32, &'static str, Cache),
     /// The adapter dispatched the project's call with this id, or could not (`None`).
-    Dispatched(&'static str, Option<u32>),
+    Dispatched(&'static str, Option<u64>),
     /// Harbor answered call `id` with this status (`None`: no answer) and body.
-    Answer(u32, Option<u32>, Body),
+    Answer(u64, Option<u32>, Body),
     /// Request `id` ended.
     End(u32),
     /// The root context's timer.

@@ -12,6 +12,9 @@ pub mod refresh;
 
 pub use mapping::Mapping;
 
+use crate::config::Discovered;
+use crate::{Config, ConfigError};
+
 /// How long a VM holds the lease of a refresh it runs: other VMs wait this long before taking
 /// over from a VM that went away.
 pub const LEASE_SECS: u64 = 120;
@@ -91,4 +94,38 @@ impl Lease {
 pub fn should_refresh(now: u64, interval: u64, published: Option<&Published>, lease: Option<&Lease>) -> bool {
     let due = published.is_none_or(|published| published.is_due(now, interval));
     due && lease.is_none_or(|lease| lease.is_free(now))
+}
+
+/// A configuration with a mapping read from Harbor applied, and what changed.
+#[derive(Debug)]
+pub struct Applied {
+    /// The configuration new requests get.
+    pub config: Config,
+    /// The info line to log: registries added, removed or changed; on the first mapping with no
+    /// proxy-cache project, that Harbor has none; `None` when nothing changed.
+    pub note: Option<String>,
+}
+
+/// Applies `mapping` to `current`, the configuration requests get now.
+pub fn apply(current: &Config, mapping: &Mapping) -> Result<Applied, ConfigError> {
+    let (old, first) = match &current.discovered {
+        Discovered::Applied(old) => (old.clone(), false),
+        _ => (Mapping::default(), true),
+    };
+    let config = current.with_mapping(mapping)?;
+    let note = match mapping.changes_from(&old) {
+        Some(changes) => Some(format!("discovery: registries {changes}")),
+        None if first => Some("discovery: harbor has no proxy-cache project this mirror can see".to_owned()),
+        None => None,
+    };
+    Ok(Applied { config, note })
+}
+
+/// The warning for a refresh that failed with `message`, under `current`: what requests keep.
+pub fn failure_note(current: &Config, message: &str) -> String {
+    let kept = match &current.discovered {
+        Discovered::Applied(mapping) => format!("keeping the last good mapping: {mapping}"),
+        _ => "no mapping yet: requests that need one get 503".to_owned(),
+    };
+    format!("discovery: {message}; {kept}")
 }

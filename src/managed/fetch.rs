@@ -21,8 +21,9 @@ use super::grant;
 /// A request, by its proxy-wasm context id.
 pub type RequestId = u32;
 
-/// A dispatched call, by the token the host gave it.
-pub type CallId = u32;
+/// A dispatched call, by the id the host gave it (proxy-wasm's `u32` token, a dynamic module's
+/// `u64` callout id).
+pub type CallId = u64;
 
 /// What a request that needs the robot's token does now.
 #[derive(Debug, Clone, PartialEq, Eq)]

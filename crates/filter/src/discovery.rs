@@ -12,7 +12,7 @@ use proxy_wasm::types::{BufferType, LogLevel, MapType};
 
 use harbor_mirror_core::config::Discover;
 use harbor_mirror_core::discovery::refresh::{Action, Answer, Refresh};
-use harbor_mirror_core::discovery::{should_refresh, Lease, Mapping, Published};
+use harbor_mirror_core::discovery::{apply, failure_note, should_refresh, Applied, Lease, Published};
 use harbor_mirror_core::Config;
 
 use super::host::{host, log, now_secs, HostError};
@@ -26,7 +26,7 @@ const MAX_ANSWER: usize = 4 * 1024 * 1024;
 pub struct Discovery {
     refresh: RefCell<Refresh>,
     /// The call in flight, so that answers go to the refresh that made it.
-    call: Cell<Option<u32>>,
+    call: Cell<Option<u64>>,
     /// When the mapping this VM applied was read (its shared entry's `at`).
     applied_at: Cell<Option<u64>>,
 }
@@ -84,11 +84,11 @@ impl Discovering<'_> {
 
     /// Whether call `call` is this discovery's.
     pub fn owns(&self, call: u32) -> bool {
-        self.state.call.get() == Some(call)
+        self.state.call.get() == Some(u64::from(call))
     }
 
     /// Harbor answered call `call` of this discovery.
-    pub fn on_answer(&self, call: u32, body_size: usize) {
+    pub fn on_answer(&self, call: u64, body_size: usize) {
         let config = self.config.borrow().clone();
         let Some(discover) = &config.discover else {
             return;
@@ -115,7 +115,7 @@ impl Discovering<'_> {
         while let Some(action) = actions.pop_front() {
             match action {
                 Action::Dispatch { path } => {
-                    let result = dispatch(discover, &path);
+                    let result = dispatch(discover, &path).map(u64::from);
                     if let Ok(call) = result {
                         self.state.call.set(Some(call));
                     }
@@ -138,11 +138,7 @@ impl Discovering<'_> {
                 }
                 Action::Failed(message) => {
                     self.metrics.increment(&self.metrics.discovery_failures);
-                    let kept = match &self.config.borrow().discovered {
-                        harbor_mirror_core::config::Discovered::Applied(mapping) => format!("keeping the last good mapping: {mapping}"),
-                        _ => "no mapping yet: requests that need one get 503".to_owned(),
-                    };
-                    log(LogLevel::Warn, &format!("discovery: {message}; {kept}"));
+                    log(LogLevel::Warn, &failure_note(&self.config.borrow(), &message));
                     if let Ok(now) = now_secs() {
                         let _ = write(&lease_key(discover), &Lease::after_failure(now, discover.interval_s).encode(), None);
                     }
@@ -157,21 +153,14 @@ impl Discovering<'_> {
             return;
         }
         let current = self.config.borrow().clone();
-        let old = match &current.discovered {
-            harbor_mirror_core::config::Discovered::Applied(mapping) => mapping.clone(),
-            _ => Mapping::default(),
-        };
-        match current.with_mapping(&published.mapping) {
-            Ok(config) => {
+        match apply(&current, &published.mapping) {
+            Ok(Applied { config, note }) => {
                 if let Err(e) = self.metrics.define_registries(&config) {
                     log(LogLevel::Warn, &format!("discovery: defining metrics: {e}"));
                 }
                 self.metrics.record(self.metrics.discovery_registries, published.mapping.entries.len() as u64);
-                let first = !matches!(current.discovered, harbor_mirror_core::config::Discovered::Applied(_));
-                match published.mapping.changes_from(&old) {
-                    Some(changes) => log(LogLevel::Info, &format!("discovery: registries {changes}")),
-                    None if first => log(LogLevel::Info, "discovery: harbor has no proxy-cache project this mirror can see"),
-                    None => {}
+                if let Some(note) = note {
+                    log(LogLevel::Info, &note);
                 }
                 *self.config.borrow_mut() = Rc::new(config);
                 self.state.applied_at.set(Some(published.at));

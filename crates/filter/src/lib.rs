@@ -22,8 +22,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
-use harbor_mirror_core::challenge;
-use harbor_mirror_core::decide::{decide, Decision, Request, Route};
+use harbor_mirror_core::exchange::{self, plan, Forward, Plan, RequestHeaders, CLIENT_CREDENTIALS};
 use harbor_mirror_core::higress::{DomainSelector, PluginConfig};
 use harbor_mirror_core::managed::cache::CacheEntry;
 use harbor_mirror_core::managed::fetch::{Action as FetchAction, Fetches, Step};
@@ -113,12 +112,12 @@ impl Context for MirrorRoot {
         for shared in self.plugin.iter().flat_map(|plugin| &plugin.domains) {
             let discovering = shared.discovering();
             if discovering.owns(token_id) {
-                discovering.on_answer(token_id, body_size);
+                discovering.on_answer(u64::from(token_id), body_size);
                 continue;
             }
             let config = shared.config();
             if let Some(cache) = shared.token_cache(&config) {
-                cache.on_answer(token_id, body_size, self.id);
+                cache.on_answer(u64::from(token_id), body_size, self.id);
             }
         }
     }
@@ -232,7 +231,7 @@ impl Context for MirrorRequest {
         if let (Some(shared), Some(config)) = (&self.shared, &self.config)
             && let Some(cache) = shared.token_cache(config)
         {
-            cache.on_answer(token_id, body_size, self.id);
+            cache.on_answer(u64::from(token_id), body_size, self.id);
         }
     }
 
@@ -289,7 +288,7 @@ impl HttpContext for MirrorRequest {
 }
 
 /// The request parts the filter reads, as owned bytes.
-struct RequestHeaders {
+struct ReadHeaders {
     method: Vec<u8>,
     path: Vec<u8>,
     authority: Vec<u8>,
@@ -297,12 +296,12 @@ struct RequestHeaders {
     forwarded_proto: Vec<u8>,
 }
 
-impl RequestHeaders {
+impl ReadHeaders {
     /// All five in one host call: each call that returns data costs about as much as the
     /// whole header map does (BENCHMARKS.md, the profile).
     fn read() -> Result<Self, HostError> {
         let mut headers =
-            RequestHeaders { method: Vec::new(), path: Vec::new(), authority: Vec::new(), scheme: Vec::new(), forwarded_proto: Vec::new() };
+            ReadHeaders { method: Vec::new(), path: Vec::new(), authority: Vec::new(), scheme: Vec::new(), forwarded_proto: Vec::new() };
         for (name, value) in header_map(MapType::HttpRequestHeaders)? {
             let slot = match name.as_str() {
                 ":method" => &mut headers.method,
@@ -316,6 +315,10 @@ impl RequestHeaders {
         }
         Ok(headers)
     }
+
+    fn parts(&self) -> RequestHeaders<'_> {
+        RequestHeaders { method: &self.method, path: &self.path, authority: &self.authority, scheme: &self.scheme, forwarded_proto: &self.forwarded_proto }
+    }
 }
 
 impl MirrorRequest {
@@ -325,7 +328,7 @@ impl MirrorRequest {
             log(LogLevel::Warn, "fault injection: aborting the VM");
             std::process::abort();
         }
-        let headers = RequestHeaders::read()?;
+        let headers = ReadHeaders::read()?;
         let Some(shared) = plugin.select(&headers.authority) else {
             log(LogLevel::Debug, "no _rules_ domain matches the request's host, and there is no global configuration: passed untouched");
             return Ok(Action::Continue);
@@ -334,77 +337,50 @@ impl MirrorRequest {
         let shared: &Shared = shared;
         let config = shared.config();
         self.config = Some(config.clone());
-        let request = match Request::from_bytes(&headers.method, &headers.path, &headers.authority) {
-            Ok(request) => request,
-            Err(refusal) => {
-                log(LogLevel::Debug, &refusal.message);
-                send_refusal(&refusal, None)?;
-                return Ok(Action::Pause);
-            }
-        };
-        let decision = decide(&config, &request);
-        shared.metrics.count(&decision);
-        let described = (debug_enabled() || config.debug_header).then(|| decision.to_string());
-        if let Some(described) = &described {
-            log(LogLevel::Debug, &format!("{} {}: {described}", request.method, request.path));
+        let Plan { count, debug_line, debug_header, step } = plan(&config, &headers.parts(), debug_enabled());
+        shared.metrics.count(count);
+        if let Some(line) = &debug_line {
+            log(LogLevel::Debug, line);
         }
-        let debug_header = if config.debug_header { described } else { None };
-        let (new_path, route) = match decision {
-            Decision::Refuse(refusal) => {
-                send_refusal(&refusal, debug_header.as_deref())?;
+        let Forward { new_path, original_path, strip_credentials, needs_token, mut forwarded } = match step {
+            exchange::Step::Reply { status, body } => {
+                send_reply(status, &body, debug_header.as_deref())?;
                 return Ok(Action::Pause);
             }
-            Decision::Forward { path, route } => (path, route),
+            exchange::Step::Forward(forward) => forward,
         };
         if let Some(path) = &new_path {
             set_header(MapType::HttpRequestHeaders, ":path", Some(path))?;
-            if config.log_original_path {
-                keep_original_path(request.path);
+        }
+        if let Some(original) = &original_path {
+            keep_original_path(original);
+        }
+        if strip_credentials {
+            // Clients' credentials are for other registries (docker sends Docker Hub's).
+            for name in CLIENT_CREDENTIALS {
+                set_header(MapType::HttpRequestHeaders, name, None)?;
             }
         }
-        let forwarded_path = new_path.unwrap_or_else(|| request.path.to_owned());
-        let authenticated = match shared.token_cache(&config) {
-            Some(cache) => self.authenticate(&cache, &route, &forwarded_path, request.method, debug_header.as_deref())?,
-            None => Authenticated::Continue(None),
+        let authenticated = match (shared.token_cache(&config), &needs_token) {
+            (Some(cache), Some(repository)) => self.authenticate(&cache, repository, debug_header.as_deref())?,
+            _ => Authenticated::Continue(None),
         };
-        let (robot_token, action) = match authenticated {
-            Authenticated::Continue(token) => (token, Action::Continue),
-            Authenticated::Waiting => (None, Action::Pause),
+        let action = match authenticated {
+            Authenticated::Continue(token) => {
+                forwarded.robot_token = token;
+                Action::Continue
+            }
+            Authenticated::Waiting => Action::Pause,
             Authenticated::Answered => return Ok(Action::Pause),
         };
-        let scheme = challenge::client_scheme(&headers.scheme, &headers.forwarded_proto);
-        self.forwarded = Some(Forwarded::new(&request, &route, forwarded_path, scheme, robot_token));
+        self.forwarded = Some(forwarded);
         self.debug_header = debug_header;
         Ok(action)
     }
 
-    /// Managed mode: no client credential goes on (the decision already answered everything
-    /// but the registry API); answers the ping, and gives repository requests the robot's token
+    /// Managed mode: gives a repository request the robot's token for `repository`'s project
     /// by the core's fetch machine.
-    fn authenticate(
-        &mut self,
-        cache: &TokenCache<'_>,
-        route: &Route<'_>,
-        forwarded_path: &str,
-        method: &str,
-        debug_header: Option<&str>,
-    ) -> Result<Authenticated, HostError> {
-        // Clients' credentials are for other registries (docker sends Docker Hub's), and Harbor
-        // must see only the robot.
-        for name in CLIENT_CREDENTIALS {
-            set_header(MapType::HttpRequestHeaders, name, None)?;
-        }
-        let repository = match route {
-            Route::Ping { .. } if matches!(method, "GET" | "HEAD") => {
-                send_reply(200, "{}", debug_header)?;
-                return Ok(Authenticated::Answered);
-            }
-            Route::Mapped { .. } | Route::Prefixed => match oci::repository_in(forwarded_path) {
-                Some(repository) => repository,
-                None => return Ok(Authenticated::Continue(None)),
-            },
-            _ => return Ok(Authenticated::Continue(None)),
-        };
+    fn authenticate(&mut self, cache: &TokenCache<'_>, repository: &str, debug_header: Option<&str>) -> Result<Authenticated, HostError> {
         let project = oci::first_component(repository).0;
         let cached = cache.read(project);
         let step = cache.fetches.borrow_mut().on_request(self.id, repository, cached.as_deref().and_then(CacheEntry::decode), now_secs()?);
@@ -430,9 +406,6 @@ impl MirrorRequest {
         }
     }
 }
-
-/// The request headers that carry a client's credentials, none of which managed mode forwards.
-const CLIENT_CREDENTIALS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
 
 /// What managed mode did with a request.
 enum Authenticated {

@@ -11,7 +11,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
 
 use super::host::{host, log, HostError};
-use harbor_mirror_core::decide::{Decision, Route};
+use harbor_mirror_core::exchange::Count;
 use harbor_mirror_core::Config;
 
 /// A counter: Envoy's metric id, and the counts not yet handed to Envoy.
@@ -131,11 +131,12 @@ impl Metrics {
         counter.pending.set(counter.pending.get().saturating_add(1));
     }
 
-    /// Counts a request decision.
-    pub fn count(&self, decision: &Decision<'_>) {
-        match decision {
-            Decision::Refuse(_) => self.increment(&self.rejected),
-            Decision::Forward { route: Route::Mapped { registry, .. } | Route::Token { registry, .. }, .. } => {
+    /// Counts a request.
+    pub fn count(&self, count: Count<'_>) {
+        match count {
+            Count::Nothing => {}
+            Count::Rejected => self.increment(&self.rejected),
+            Count::Rewritten(registry) => {
                 self.increment(&self.rewritten);
                 let ids = self.registry_rewritten.borrow();
                 if let Ok(at) = ids.binary_search_by(|(key, _)| key.as_str().cmp(&registry.key))
@@ -144,7 +145,7 @@ impl Metrics {
                     self.increment(counter);
                 }
             }
-            Decision::Forward { .. } => self.increment(&self.passed),
+            Count::Passed => self.increment(&self.passed),
         }
     }
 

@@ -108,7 +108,7 @@ impl TokenCache<'_> {
         ];
         let timeout = Duration::from_millis(managed.timeout_ms);
         self.metrics.increment(&self.metrics.token_fetches);
-        host("dispatch_http_call", hostcalls::dispatch_http_call(&managed.cluster, headers, None, vec![], timeout)).map_err(|e| {
+        host("dispatch_http_call", hostcalls::dispatch_http_call(&managed.cluster, headers, None, vec![], timeout)).map(u64::from).map_err(|e| {
             let message = format!("cannot ask harbor for a token through cluster {:?} (auth.cluster): {e}", managed.cluster);
             log(LogLevel::Error, &message);
             message

@@ -1,0 +1,102 @@
+//! One request through an adapter, as both adapters (the proxy-wasm filter and the dynamic
+//! module) execute it: what is counted, replied or forwarded, with which `:path`, whether the
+//! client's credentials go and whether the robot's token is needed first. Runs natively and
+//! under wasm-bindgen-test.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use harbor_mirror_core::exchange::{plan, Count, Forward, RequestHeaders, Step};
+use harbor_mirror_core::Config;
+
+mod common;
+
+use common::{parse, Report, MANAGED};
+
+const PASS_THROUGH: &str = r#"{"registries": {"docker.io": {"project": "dockerhub-proxy"}}, "default_registry": "docker.io",
+    "passthrough_projects": ["production"], "log_original_path": true, "debug_header": true}"#;
+
+/// What a plan comes to, flattened so that a table row can say it in one line.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// Replied here with this status.
+    Reply(u32),
+    /// Forwarded: the new `:path`, the original one kept for the access log, credentials
+    /// stripped, the repository whose token is needed.
+    Forward { new_path: Option<&'static str>, original: Option<&'static str>, strip: bool, token_for: Option<&'static str> },
+}
+
+fn count_name(count: &Count<'_>) -> String {
+    match count {
+        Count::Nothing => "nothing".to_owned(),
+        Count::Rejected => "rejected".to_owned(),
+        Count::Passed => "passed".to_owned(),
+        Count::Rewritten(registry) => format!("rewritten {}", registry.key),
+    }
+}
+
+fn outcome_of(config: &Config, method: &str, path: &str) -> (String, Outcome, Option<String>) {
+    let headers = RequestHeaders { method: method.as_bytes(), path: path.as_bytes(), authority: b"mirror:5000", scheme: b"http", forwarded_proto: b"" };
+    let plan = plan(config, &headers, true);
+    let outcome = match plan.step {
+        Step::Reply { status, .. } => Outcome::Reply(status),
+        Step::Forward(Forward { new_path, original_path, strip_credentials, needs_token, .. }) => Outcome::Forward {
+            new_path: new_path.map(|p| &*p.leak()),
+            original: original_path.map(|p| &*p.leak()),
+            strip: strip_credentials,
+            token_for: needs_token.map(|p| &*p.leak()),
+        },
+    };
+    (count_name(&plan.count), outcome, plan.debug_header)
+}
+
+#[test]
+fn a_request_is_counted_and_replied_or_forwarded() {
+    let pass_through = parse(PASS_THROUGH);
+    let managed = parse(MANAGED);
+    // (name, config, method, path, counted as, outcome)
+    type Row<'c> = (&'static str, &'c Config, &'static str, &'static str, &'static str, Outcome);
+    let rows: &[Row<'_>] = &[
+        ("a pull is rewritten, the original path kept", &pass_through, "GET", "/v2/library/alpine/manifests/3.19", "rewritten docker.io",
+            Outcome::Forward { new_path: Some("/v2/dockerhub-proxy/library/alpine/manifests/3.19"), original: Some("/v2/library/alpine/manifests/3.19"), strip: false, token_for: None }),
+        ("a name under a pass-through project is passed as it is", &pass_through, "GET", "/v2/production/app/manifests/1", "passed",
+            Outcome::Forward { new_path: None, original: None, strip: false, token_for: None }),
+        ("the version check is passed", &pass_through, "GET", "/v2/", "passed",
+            Outcome::Forward { new_path: None, original: None, strip: false, token_for: None }),
+        ("a write through a mapped name is refused", &pass_through, "PUT", "/v2/library/alpine/manifests/3.19", "rejected", Outcome::Reply(405)),
+        ("an unknown ns is refused", &pass_through, "GET", "/v2/x/y/manifests/1?ns=nowhere.example", "rejected", Outcome::Reply(404)),
+        ("managed: a pull needs the robot's token and goes without the client's credentials", &managed, "GET", "/v2/library/alpine/manifests/3.19",
+            "rewritten docker.io",
+            Outcome::Forward { new_path: Some("/v2/dockerhub-private/library/alpine/manifests/3.19"), original: None, strip: true,
+                token_for: Some("dockerhub-private/library/alpine") }),
+        ("managed: the version check is answered here", &managed, "GET", "/v2/", "passed", Outcome::Reply(200)),
+        ("managed: the token endpoint is answered here, Harbor never sees it", &managed, "GET", "/service/token?scope=repository:library/alpine:pull",
+            "rejected", Outcome::Reply(404)),
+        ("managed: the catalog goes to Harbor anonymously", &managed, "GET", "/v2/_catalog", "passed",
+            Outcome::Forward { new_path: None, original: None, strip: true, token_for: None }),
+    ];
+    let mut report = Report::new("exchange::plan");
+    for (name, config, method, path, counted, want) in rows {
+        let (count, outcome, _) = outcome_of(config, method, path);
+        report.eq(format!("{name}: count"), count.as_str(), *counted);
+        report.eq(format!("{name}: outcome"), &outcome, want);
+    }
+}
+
+#[test]
+fn headers_that_are_not_utf8_are_refused_and_not_counted() {
+    let config = parse(PASS_THROUGH);
+    let headers = RequestHeaders { method: b"GET", path: b"/v2/\xff/manifests/1", authority: b"mirror", scheme: b"http", forwarded_proto: b"" };
+    let plan = plan(&config, &headers, false);
+    assert!(matches!(plan.count, Count::Nothing), "counted as {}", count_name(&plan.count));
+    assert!(matches!(plan.step, Step::Reply { status: 400, .. }), "{:?}", plan.step);
+    assert_eq!(plan.debug_line, None, "a debug line was written without being asked for");
+}
+
+#[test]
+fn the_debug_header_describes_the_decision() {
+    let config = parse(PASS_THROUGH);
+    let (_, _, header) = outcome_of(&config, "GET", "/v2/library/alpine/manifests/3.19");
+    let header = header.expect("debug_header is on");
+    assert!(header.contains("dockerhub-proxy"), "the debug header names no project: {header}");
+}
