@@ -165,6 +165,7 @@ impl Auth {
 }
 
 /// Managed mode: a robot account the filter authenticates with.
+#[derive(Clone)]
 pub struct Managed {
     /// The robot's name, for logs.
     pub username: String,

@@ -147,13 +147,47 @@ const SCENARIOS: &[Scenario] = &[
     ("an answer to a call this VM does not know is ignored", &[(Answer(42, Some(200), Body::Granted), "")]),
 ];
 
+/// The same machine where calls are the configuration's (the dynamic module): a request's end
+/// orphans nothing.
+const CONFIGURATION_CALL_SCENARIOS: &[Scenario] = &[
+    ("the first request goes away: its call still answers the waiter", &[
+        (Request(1, "dockerhub-private/a", Empty), "dispatch dockerhub-private"),
+        (Dispatched("dockerhub-private", Some(7)), ""),
+        (Request(2, "dockerhub-private/b", Empty), "wait"),
+        (End(1), ""),
+        (Answer(7, Some(200), Body::Granted), "store dockerhub-private token; resume 2"),
+    ]),
+    ("everybody goes away: the call's token is still stored", &[
+        (Request(1, "dockerhub-private/a", Empty), "dispatch dockerhub-private"),
+        (End(1), ""),
+        (Dispatched("dockerhub-private", Some(7)), ""),
+        (Answer(7, Some(200), Body::Granted), "store dockerhub-private token"),
+        (Request(2, "dockerhub-private/a", Token(1740)), "forward cached"),
+    ]),
+    ("a timeout refuses the waiters", &[
+        (Request(1, "dockerhub-private/a", Empty), "dispatch dockerhub-private"),
+        (Request(2, "dockerhub-private/a", Empty), "wait"),
+        (Dispatched("dockerhub-private", Some(7)), ""),
+        (Answer(7, None, Body::Empty), "failed dockerhub-private; refuse 1,2 503"),
+    ]),
+];
+
 #[test]
 fn every_race_comes_to_what_the_scenario_says() {
+    run_scenarios("fetch scenarios", SCENARIOS, Fetches::default);
+}
+
+#[test]
+fn calls_of_the_configuration_outlive_requests() {
+    run_scenarios("configuration call scenarios", CONFIGURATION_CALL_SCENARIOS, Fetches::with_calls_of_the_configuration);
+}
+
+fn run_scenarios(table: &str, scenarios: &[Scenario], new: fn() -> Fetches) {
     let config = parse(MANAGED);
     let managed = config.auth.managed.as_ref().expect("managed mode");
-    let mut report = Report::new("fetch scenarios");
-    for (name, events) in SCENARIOS {
-        let mut fetches = Fetches::default();
+    let mut report = Report::new(table);
+    for (name, events) in scenarios {
+        let mut fetches = new();
         for (at, (event, want)) in events.iter().enumerate() {
             let got = match *event {
                 Request(id, repository, cache) => {

@@ -10,6 +10,11 @@
 //! owner goes away before Harbor answers, Envoy cancels the call; the fetch is then orphaned and
 //! the next tick dispatches it again from the root context, so the other waiters never hang.
 //! A timeout is Harbor's answer with no status (Envoy's own 504 reads the same).
+//!
+//! Where calls belong to the configuration rather than to a request (the dynamic module sends
+//! them from Envoy's main thread: [`Fetches::with_calls_of_the_configuration`]), a fetch has no
+//! owner: a request's end never orphans it, and every call ends in an answer, a timeout or a
+//! failed dispatch, so no tick is needed.
 
 use crate::config::Managed;
 use crate::oci;
@@ -107,9 +112,17 @@ pub struct Fetches {
     inflight: Vec<Fetch>,
     /// Requests resumed with a token, until they end: what Harbor's 401 to them is about.
     resumed: Vec<(RequestId, String)>,
+    /// Calls are the configuration's, not the request's that needed them first.
+    calls_of_the_configuration: bool,
 }
 
 impl Fetches {
+    /// Fetches whose calls belong to the configuration: no request owns one, so none is
+    /// orphaned when a request ends.
+    pub fn with_calls_of_the_configuration() -> Self {
+        Fetches { calls_of_the_configuration: true, ..Fetches::default() }
+    }
+
     /// Request `request` needs a token for `repository` (a Harbor name); `cached` is what the
     /// shared cache holds for its project, read at `now` (Unix seconds).
     pub fn on_request(&mut self, request: RequestId, repository: &str, cached: Option<CacheEntry<'_>>, now: u64) -> Step {
@@ -128,7 +141,7 @@ impl Fetches {
             project: project.to_owned(),
             repository: repository.to_owned(),
             call: None,
-            owner: Some(request),
+            owner: (!self.calls_of_the_configuration).then_some(request),
             waiters: vec![request],
         });
         Step::Dispatch(Call { project: project.to_owned(), path: grant::managed_token_path(repository) })
