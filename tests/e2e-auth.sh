@@ -72,7 +72,8 @@ for repository in dockerhub-proxy/library/alpine dockerhub-private/library/alpin
 done
 PRIVATE_CONFIG_BLOB=$(skopeo inspect --tls-verify=false --raw "docker://$REGISTRY/dockerhub-private/library/alpine:3.19" | jq -r .config.digest)
 
-# Worker threads, each with its own wasm VM: the token cache is shared between them.
+# Worker threads, each with its own wasm VM (the token cache is shared between them), or, for
+# the module, threads of one process (one cache, one fetch per project).
 MIRROR_WORKERS=2
 
 # start_mirror NAME PLUGIN_JSON [UPSTREAM]: an Envoy with the filter in front of the Harbor model
@@ -82,7 +83,7 @@ start_mirror() {
   printf '%s' "$2" >"$WORK/auth/$name.json"
   render "$WORK/auth/$name.json" "$WORK/auth/$name.yaml" "127.0.0.1:$port" "$admin" "${3:-http://$AUTH}"
   start_envoy "$WORK/auth/$name.yaml" "$WORK/auth/envoy-$name.log" "$admin" --concurrency "$MIRROR_WORKERS" \
-    --log-level info --component-log-level wasm:debug || { cat "$WORK/auth/envoy-$name.log"; exit 1; }
+    --log-level info --component-log-level "$LOG_COMPONENT:debug" || { cat "$WORK/auth/envoy-$name.log"; exit 1; }
   printf -v "MIRROR_$name" '%s' "127.0.0.1:$port"
   printf -v "ENVOY_LOG_$name" '%s' "$WORK/auth/envoy-$name.log"
   printf -v "ADMIN_$name" '%s' "$admin"
@@ -508,13 +509,14 @@ case_managed_fetches_once_per_project() {
   expect_eq "statuses of 12 concurrent requests" "$(printf '%s ' "${codes[@]}")" "$(printf '200 %.0s' $(seq 12))"
   local fetches; fetches=$(auth_count '.path == "/service/token" and (.scopes | index("repository:production/app:pull"))')
   echo "token requests for project production: $fetches (worker VMs: $MIRROR_WORKERS)"
-  [ "$fetches" -ge 1 ] && [ "$fetches" -le "$MIRROR_WORKERS" ] || { echo "FAIL: expected one fetch per VM at most"; return 1; }
+  local most=$MIRROR_WORKERS; [ "$FRONT" != module ] || most=1 # the module: one cache for all workers
+  [ "$fetches" -ge 1 ] && [ "$fetches" -le "$most" ] || { echo "FAIL: expected $most fetches at most"; return 1; }
   # Harbor grants every action the robot's role allows, push included; the filter pulls with it.
   auth_received '.path == "/service/token" and .granted == ["production/app:pull,push"]' "a grant beyond what was asked"
   past_the_filters_tick
   local stats; stats=$(curl -s "http://127.0.0.1:$ADMIN_managed/stats?filter=harbor_mirror.token")
   echo "$stats" | sed 's/^/    /'
-  counter() { echo "$1" | awk -F': ' -v name="wasmcustom.harbor_mirror.token.$2" '$1 == name {print $2}'; }
+  counter() { echo "$1" | awk -F': ' -v name="${STAT}harbor_mirror.token.$2" '$1 == name {print $2}'; }
   expect_eq "token.fetches counted" "$(($(counter "$stats" fetches) - $(counter "$stats_before" fetches)))" "$fetches"
   [ "$(counter "$stats" cache_hits)" -gt "$(counter "$stats_before" cache_hits)" ] || { echo "FAIL: no cache hit counted"; return 1; }
 }
@@ -531,6 +533,12 @@ case_managed_fetch_survives_its_request() {
   expect_eq "status of the request that waited" "$status" 200
   expect_eq "its manifest digest" "sha256:$(sha256sum <"$WORK/body" | cut -d' ' -f1)" "$SLOW"
   echo "answered after $((SECONDS - started))s"
+  if [ "$FRONT" = module ]; then
+    # The module's token calls are the configuration's (Envoy's main thread): the first
+    # request's end does not cancel its call, so one token request served both.
+    expect_eq "token requests for project slowproj" "$(auth_count '.path == "/service/token" and (.scopes | index("repository:slowproj/app:pull"))')" 1
+    return
+  fi
   grep -q 'token fetch for project slowproj lost its request; fetching again' "$ENVOY_LOG_single" ||
     { echo "FAIL: the root context did not fetch again"; return 1; }
   echo "ok: the root context fetched again"

@@ -74,9 +74,9 @@ wait_discovered() {
   echo "ok: $1 routes by a discovered mapping ($status)"
 }
 
-stat_of() { # stat_of ADMIN NAME: one wasmcustom stat's value
+stat_of() { # stat_of ADMIN NAME: one of the front's stats (NAME without wasmcustom.)
   past_the_filters_tick
-  curl -s "http://127.0.0.1:$1/stats?filter=wasmcustom.harbor_mirror.discovery" | awk -F': ' -v name="wasmcustom.$2" '$1 == name {print $2}'
+  curl -s "http://127.0.0.1:$1/stats?filter=harbor_mirror.discovery" | awk -F': ' -v name="$STAT$2" '$1 == name {print $2}'
 }
 
 # --- cases ------------------------------------------------------------------------------------

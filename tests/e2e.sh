@@ -8,13 +8,26 @@
 # Needs ENVOY, PYTHON (with PyYAML and h2), WASM, FAULT_WASM (the fault-injection build),
 # HARBOR_MIRROR_CLI (the command-line tool, which writes each client's configuration) and
 # CRI_CLIENT (crates/cri-client, the kubelet's side of pulls) in the environment; ./build.sh test
-# sets them.
+# sets them. FRONT=module (with MODULE, the path of libharbor_mirror.so) runs the same suite
+# against the dynamic module instead of the wasm filter; the few cases about wasm VMs are
+# skipped there, each with its reason.
 set -uo pipefail
 : "${ENVOY:?path of the envoy binary}" "${PYTHON:?python with PyYAML and h2}" "${WASM:?path of harbor_mirror.wasm}"
 : "${FAULT_WASM:?path of the fault-injection build of harbor_mirror.wasm}" "${HARBOR_MIRROR_CLI:?path of harbor-mirror}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=tests/lib.sh
 . "$ROOT/tests/lib.sh"
+
+# The front under test: how render.py loads it, where its counters are in /stats and
+# /stats/prometheus, and the Envoy log component its lines go to.
+FRONT=${FRONT:-wasm}
+case $FRONT in
+  wasm) FRONT_ARGS=(--wasm "$WASM") STAT=wasmcustom. PROMETHEUS=harbor_mirror_ LOG_COMPONENT=wasm ;;
+  module)
+    : "${MODULE:?path of libharbor_mirror.so, with FRONT=module}"
+    FRONT_ARGS=(--module "$MODULE") STAT= PROMETHEUS=envoy_harbor_mirror_ LOG_COMPONENT=dynamic_modules ;;
+  *) echo "FRONT is wasm or module, not $FRONT"; exit 2 ;;
+esac
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/harbor-mirror-e2e.XXXXXX")
 cleanup() {
@@ -51,12 +64,12 @@ MIRROR=127.0.0.1:$MIRROR_PORT
 ENVOY_LOG=$WORK/envoy.log
 render() { # render PLUGIN_CONFIG OUT [LISTEN ADMIN_PORT UPSTREAM]
   "$PYTHON" "$ROOT/envoy/render.py" "$ROOT/envoy/harbor-mirror.yaml" --listen "${3:-$MIRROR}" \
-    --admin-port "${4:-$ADMIN_PORT}" --upstream "${5:-http://$REGISTRY}" --wasm "$WASM" --plugin-config "$1" >"$2"
+    --admin-port "${4:-$ADMIN_PORT}" --upstream "${5:-http://$REGISTRY}" "${FRONT_ARGS[@]}" --plugin-config "$1" >"$2"
 }
 render "$ROOT/tests/e2e-plugin-config.json" "$WORK/envoy.yaml"
-start_envoy "$WORK/envoy.yaml" "$ENVOY_LOG" "$ADMIN_PORT" --log-level info --component-log-level wasm:debug || {
+start_envoy "$WORK/envoy.yaml" "$ENVOY_LOG" "$ADMIN_PORT" --log-level info --component-log-level "$LOG_COMPONENT:debug" || {
   cat "$ENVOY_LOG"; exit 1; }
-echo "envoy with harbor_mirror.wasm on $MIRROR, registry on $REGISTRY"
+echo "envoy with the $FRONT front on $MIRROR, registry on $REGISTRY"
 
 # dockerd, with the README's daemon.json.
 DOCKER_SOCK=$WORK/docker/docker.sock
@@ -270,16 +283,16 @@ case_metrics_count_what_was_done() {
   past_the_filters_tick
   local stats; stats=$(curl -s "http://127.0.0.1:$ADMIN_PORT/stats?filter=harbor_mirror")
   echo "$stats" | sed 's/^/    /'
-  local rewritten; rewritten=$(echo "$stats" | awk -F': ' '$1 == "wasmcustom.harbor_mirror.rewritten" {print $2}')
-  local rejected; rejected=$(echo "$stats" | awk -F': ' '$1 == "wasmcustom.harbor_mirror.rejected" {print $2}')
-  local quay; quay=$(echo "$stats" | awk -F': ' '$1 == "wasmcustom.harbor_mirror.registry.quay.io.rewritten" {print $2}')
+  local rewritten; rewritten=$(echo "$stats" | awk -F': ' '$1 == "'"$STAT"'harbor_mirror.rewritten" {print $2}')
+  local rejected; rejected=$(echo "$stats" | awk -F': ' '$1 == "'"$STAT"'harbor_mirror.rejected" {print $2}')
+  local quay; quay=$(echo "$stats" | awk -F': ' '$1 == "'"$STAT"'harbor_mirror.registry.quay.io.rewritten" {print $2}')
   [ "${rewritten:-0}" -gt 10 ] && [ "${rejected:-0}" -ge 7 ] && [ "${quay:-0}" -ge 3 ] ||
     { echo "FAIL: counters too low: rewritten=$rewritten rejected=$rejected quay.io=$quay"; return 1; }
   # Read it whole first: grep -q stops at the first match, and under pipefail curl's write
   # error into the closed pipe would fail the check.
   local prometheus; prometheus=$(curl -s "http://127.0.0.1:$ADMIN_PORT/stats/prometheus")
-  grep -q '^harbor_mirror_rewritten' <<<"$prometheus" ||
-    { echo "FAIL: harbor_mirror_rewritten missing from /stats/prometheus"; return 1; }
+  grep -q "^${PROMETHEUS}rewritten" <<<"$prometheus" ||
+    { echo "FAIL: ${PROMETHEUS}rewritten missing from /stats/prometheus"; return 1; }
   echo "ok: counters rewritten=$rewritten rejected=$rejected registry.quay.io.rewritten=$quay"
 }
 
@@ -290,13 +303,13 @@ logged_since() { tail -n +"$1" "$ENVOY_LOG" | grep -qF "$2"; }
 # API applies within a tick (500 ms).
 case_log_level_set_at_run_time_applies() {
   local path=/v2/library/alpine/manifests/3.19 line='HEAD /v2/library/alpine/manifests/3.19: rewrote'
-  curl -s -X POST "http://127.0.0.1:$ADMIN_PORT/logging?wasm=info" >/dev/null
+  curl -s -X POST "http://127.0.0.1:$ADMIN_PORT/logging?$LOG_COMPONENT=info" >/dev/null
   sleep 1
   local mark; mark=$(wc -l <"$ENVOY_LOG")
   curl -s -I -o /dev/null "http://$MIRROR$path"
   sleep 1
   if logged_since "$((mark + 1))" "$line"; then echo "FAIL: a debug line at level info"; return 1; fi
-  curl -s -X POST "http://127.0.0.1:$ADMIN_PORT/logging?wasm=debug" >/dev/null
+  curl -s -X POST "http://127.0.0.1:$ADMIN_PORT/logging?$LOG_COMPONENT=debug" >/dev/null
   sleep 1
   curl -s -I -o /dev/null "http://$MIRROR$path"
   wait_for 5 "the debug line" logged_since "$((mark + 1))" "$line" ||
@@ -325,7 +338,7 @@ case_bad_configurations_stop_envoy() {
     fi
     local line; line=$(grep -F "invalid configuration: $expected" "$WORK/bad-$i.log" || true)
     if [ "$(grep -c 'invalid configuration' "$WORK/bad-$i.log")" -eq 1 ] && [ -n "$line" ]; then
-      echo "ok: refused with: ${line#*wasm log harbor_mirror harbor_mirror: }"
+      echo "ok: refused with: ${line#*harbor_mirror*: }"
     else
       echo "FAIL: no single log line naming '$expected' for $config:"; grep -i 'wasm\|error' "$WORK/bad-$i.log"; failed=1
       continue
@@ -341,13 +354,16 @@ case_bad_configurations_stop_envoy() {
 
 # --- runner -----------------------------------------------------------------------------------
 
-PASSED=0 FAILED=0 FAILED_CASES=()
+PASSED=0 FAILED=0 SKIPPED=0 FAILED_CASES=()
 # run_case FUNCTION [ARGS...]: runs one case in a subshell with set -e; on failure prints the
 # log of the Envoy the case used (CASE_ENVOY_LOG, set by the case's setup, else the main one).
 # E2E_CASES (an extended regex, for development) runs only the cases whose name matches.
 run_case() {
   local name="$*" started=$SECONDS envoy_log=${CASE_ENVOY_LOG:-$ENVOY_LOG}
   [[ $name =~ ${E2E_CASES:-.} ]] || return 0
+  if [ -n "${WASM_ONLY:-}" ] && [ "$FRONT" != wasm ]; then
+    SKIPPED=$((SKIPPED + 1)); echo "--- $name"; echo "SKIP $name ($FRONT front): $WASM_ONLY"; return 0
+  fi
   CASE_MARK=$(wc -l <"$REGISTRY_LOG")
   AUTH_MARK=$(wc -l <"${AUTH_LOG:-/dev/null}")
   local envoy_mark; envoy_mark=$(wc -l <"$envoy_log")
@@ -399,5 +415,5 @@ run_case case_bad_configurations_stop_envoy
 
 echo
 [ $FAILED -eq 0 ] || echo "failed: ${FAILED_CASES[*]}"
-echo "e2e: $PASSED passed, $FAILED failed"
+echo "e2e ($FRONT front): $PASSED passed, $FAILED failed, $SKIPPED skipped"
 [ $FAILED -eq 0 ]

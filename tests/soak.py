@@ -393,6 +393,8 @@ class Sampler:
             "transport_errors": errors,
             "envoy": {name: stats.get(name) for name in ENVOY_STATS} if stats else {},
             "wasm": {name: value for name, value in stats.items() if name.startswith("wasm.")} if stats else {},
+            # Whether /stats was read at all (the dynamic module has no wasm stats).
+            "stats_read": stats is not None,
         }
         self.samples.append(row)
         self.write(row)
@@ -498,7 +500,7 @@ def verdict(args, tally, sampler, duration, warmup):
         if growth > args.wasm_growth_kib:
             reasons.append(f"the VMs' memory grew {growth:.0f} KiB from t={warm['t']}s to the end "
                            f"({warm['wasm_memory_bytes']} -> {end['wasm_memory_bytes']} bytes), bound {args.wasm_growth_kib} KiB")
-    with_stats = [s for s in sampler.samples if s["wasm"]]
+    with_stats = [s for s in sampler.samples if s["stats_read"]]
     if with_stats:
         moved = wasm_stat_changes(with_stats[0]["wasm"], with_stats[-1]["wasm"], args.config_change)
         if moved:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # envoy --mode validate for every configuration shipped in envoy/: each loads
-# dist/harbor_mirror.wasm (relative to the repository root) and runs the filter's on_configure.
+# dist/harbor_mirror.wasm or dist/libharbor_mirror.so (relative to the repository root) and runs
+# the filter's configuration.
 # Files are validated as shipped, except that a TLS-terminating listener (front-proxy.yaml) gets a
 # generated certificate in place of /etc/envoy/tls. Then the forms the suite and `./build.sh up`
 # render from them: each with a plain-http upstream, and the front proxies with an https one.
@@ -9,7 +10,9 @@ ENVOY=${1:?usage: validate_configs.sh ENVOY PYTHON}
 PYTHON=${2:?usage: validate_configs.sh ENVOY PYTHON (with PyYAML)}
 cd "$(dirname "$0")/.."
 . tests/lib.sh
-[ -f dist/harbor_mirror.wasm ] || { echo "dist/harbor_mirror.wasm is missing: run ./build.sh build" >&2; exit 1; }
+for artifact in dist/harbor_mirror.wasm dist/libharbor_mirror.so; do
+  [ -f "$artifact" ] || { echo "$artifact is missing: run ./build.sh build" >&2; exit 1; }
+done
 work=$(mktemp -d "${TMPDIR:-/tmp}/harbor-mirror-validate.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 make_test_cert "$work/tls"
@@ -26,10 +29,12 @@ for shipped in envoy/*.yaml; do
   fi
   upstreams=(http://127.0.0.1:5001)
   [ "$name" = sidecar ] || upstreams+=(https://harbor.example.com)
+  front=(--wasm "$PWD/dist/harbor_mirror.wasm")
+  grep -q dynamic_modules "$shipped" && front=(--module "$PWD/dist/libharbor_mirror.so")
   for upstream in "${upstreams[@]}"; do
     out=$work/$name-${upstream%%:*}.yaml
     "$PYTHON" envoy/render.py "$shipped" --listen 127.0.0.1:5000 --admin-port 9901 \
-      --upstream "$upstream" --wasm "$PWD/dist/harbor_mirror.wasm" "${tls[@]}" >"$out"
+      --upstream "$upstream" "${front[@]}" "${tls[@]}" >"$out"
     configs+=("$out")
   done
 done
@@ -55,8 +60,18 @@ for path in sys.argv[1:]:
                 if not hcm.get("access_log"):
                     problems.append("no access log")
                 formats = json.dumps(hcm.get("access_log"))
-                if "%FILTER_STATE(wasm.harbor_mirror.original_path:PLAIN)%" not in formats:
-                    problems.append("the access log does not show the original path")
+                modules = typed(hcm["http_filters"], ".dynamic_modules.v3.DynamicModuleFilter")
+                key = "harbor_mirror.original_path" if modules else "wasm.harbor_mirror.original_path"
+                if f"%FILTER_STATE({key}:PLAIN)%" not in formats:
+                    problems.append(f"the access log does not show the original path ({key})")
+                for module in modules:
+                    if module["dynamic_module_config"].get("metrics_namespace") != "harbor_mirror":
+                        problems.append("the module's metrics_namespace is not harbor_mirror")
+                    if module.get("filter_name") != "harbor_mirror":
+                        problems.append("the module's filter_name is not harbor_mirror")
+                    plugin = json.loads(module["filter_config"]["value"])
+                    if plugin.get("log_original_path") is not True:
+                        problems.append("the plugin configuration does not set log_original_path")
                 if not hcm.get("request_headers_timeout"):
                     problems.append("no request_headers_timeout")
                 if not hcm.get("local_reply_config"):
@@ -74,7 +89,7 @@ for path in sys.argv[1:]:
         if not cluster.get("connect_timeout"):
             problems.append(f"cluster {cluster['name']} has no connect_timeout")
     print(f"{'FAIL' if problems else 'ok'}: {path}: " + ("; ".join(problems) or
-          "admin on 127.0.0.1, access log with the original path, connect and request-headers timeouts, OCI local replies, FAIL_RELOAD"))
+          "admin on 127.0.0.1, access log with the original path, connect and request-headers timeouts, OCI local replies, FAIL_RELOAD (wasm)"))
     ok = ok and not problems
 sys.exit(0 if ok else 1)
 PY
