@@ -267,6 +267,7 @@ cmd_bench() {
     echo "| harbor_mirror.wasm | $(stat -c %s target/wasm32-wasip1/release/harbor_mirror.wasm) | $(stat -c %s "$WASM") |"
     echo "| floor_filter.wasm | $(stat -c %s target/wasm32-wasip1/release/examples/floor_filter.wasm) | $(stat -c %s "$floor") |"
     echo "| floor_filter.wasm, only the exports it needs | | $(stat -c %s "$floor_stripped") |"
+    echo "| libharbor_mirror.so (the dynamic module, native) | $(stat -c %s "$MODULE") | |"
   } | tee "$out/sizes.md"
 
   say "the levers (tests/bench/levers.txt): harbor_mirror.wasm as built at earlier commits"
@@ -310,10 +311,13 @@ cmd_bench() {
   # valgrind cannot follow the venv's envoy wrapper (a Python script that execs the binary).
   local envoy_binary; envoy_binary=$(echo "$VENV"/lib/python3*/site-packages/envoy/_bin/envoy)
   [ -x "$envoy_binary" ] || die "no envoy binary under $VENV"
-  "$PYTHON" tests/bench/bench.py --envoy "$ENVOY" --envoy-binary "$envoy_binary" --wasm "$WASM" --floor-wasm "$floor" --floor-stripped-wasm "$floor_stripped" \
-    --registry "$registry_port=$digest" --profile --callgrind --rounds "$BENCH_ROUNDS" --seconds "$BENCH_SECONDS" \
-    "${levers[@]}" --work "$run" --out "$out"
-  say "figures in $out: sizes.md core.md core-profile.txt report.md (with the configure time of 1000 registries in Envoy) cpu-per-request.png"
+  "$PYTHON" tests/bench/bench.py --envoy "$ENVOY" --envoy-binary "$envoy_binary" --wasm "$WASM" --module "$MODULE" --floor-wasm "$floor" \
+    --floor-stripped-wasm "$floor_stripped" --registry "$registry_port=$digest" --profile --callgrind --rounds "$BENCH_ROUNDS" \
+    --seconds "$BENCH_SECONDS" "${levers[@]}" --work "$run" --out "$out"
+  say "scaling: a 256 MiB blob through each front, 1/16/128 connections on two workers, managed mode's token requests"
+  "$PYTHON" tests/bench/scaling.py --envoy "$ENVOY" --wasm "$WASM" --module "$MODULE" --registry "$registry_port" \
+    --rounds "$BENCH_ROUNDS" --seconds "$BENCH_SECONDS" --work "$run" --out "$out"
+  say "figures in $out: sizes.md core.md core-profile.txt report.md (with the configure time of 1000 registries in Envoy) cpu-per-request.png scaling.md"
 }
 
 # --- test -----------------------------------------------------------------------------------

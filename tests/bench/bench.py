@@ -7,6 +7,8 @@ Fronts, each a process of its own on 127.0.0.1 (Envoy with one worker, nginx wit
   b      Envoy + a do-nothing proxy-wasm filter, prefixed names (the wasm floor)
   c      Envoy + harbor_mirror.wasm, 4 registries
   c1000  Envoy + harbor_mirror.wasm, 1000 registries (flat in the registry count?)
+  m      Envoy + libharbor_mirror.so, the dynamic module on the same core, 4 registries
+  m1000  the module, 1000 registries
   d      Envoy route regex_rewrite
   e      Envoy Lua filter (tests/bench/harbor_rewrite.lua)
   f      nginx with the community recipe (tests/bench/nginx-recipe.conf)
@@ -56,6 +58,8 @@ FRONTS = [
     Front("b", "Envoy + do-nothing wasm (prefixed names)", True),
     Front("c", "Envoy + harbor_mirror.wasm", False),
     Front("c1000", "Envoy + harbor_mirror.wasm, 1000 registries", False),
+    Front("m", "Envoy + libharbor_mirror.so (dynamic module)", False),
+    Front("m1000", "Envoy + libharbor_mirror.so, 1000 registries", False),
     Front("d", "Envoy route regex_rewrite", False),
     Front("e", "Envoy Lua filter", False),
     Front("f", "nginx recipe", False),
@@ -262,6 +266,19 @@ def wasm_filter(name, wasm, configuration):
     }
 
 
+def module_filter(module, configuration):
+    """The dynamic-module filter loading libharbor_mirror.so with `configuration`."""
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "harbor_mirror", "module": {"local": {"filename": module}}, "metrics_namespace": "harbor_mirror"},
+            "filter_name": "harbor_mirror",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
+        },
+    }
+
+
 def harbor_config(registries, log_original_path=False):
     """The filter's configuration: the four registries, plus `registries - 4` more."""
     config = {key: {"project": project} for key, project in REGISTRIES.items()}
@@ -386,6 +403,10 @@ def start_front(front, args, work, upstream_port, callgrind=False):
         filters = [wasm_filter("harbor_mirror", args.wasm, harbor_config(4, log_original_path=True))]
     elif front.key == "c1000":
         filters = [wasm_filter("harbor_mirror", args.wasm, harbor_config(1000))]
+    elif front.key == "m":
+        filters = [module_filter(args.module, harbor_config(4))]
+    elif front.key == "m1000":
+        filters = [module_filter(args.module, harbor_config(1000))]
     elif front.key == "d":
         routes = regex_routes()
     elif front.key == "e":
@@ -394,7 +415,7 @@ def start_front(front, args, work, upstream_port, callgrind=False):
     with open(conf, "w") as f:
         yaml.safe_dump(envoy_config(port, admin, upstream_port, filters, routes), f, sort_keys=False)
     envoy = args.envoy_binary if callgrind else args.envoy
-    command = [envoy, "-c", conf, "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info"]
+    command = [envoy, "-c", conf, "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info,dynamic_modules:info"]
     return Running(front, port, start(prefix + command, log, cpus), admin, log)
 
 
@@ -465,7 +486,7 @@ def run_series(args, series, work, fronts):
         for r in running:
             r.wait_ready()
         answers = {r.front.key: check(r, digest) for r in running}
-        configure = {r.front.key: r.configure_times() for r in running if r.front.key.startswith("c")}
+        configure = {r.front.key: r.configure_times() for r in running if r.front.key.startswith(("c", "m"))}
         for r in running:
             print(f"   {r.front.key:6} answers: " + ", ".join(f"{a}" for a in answers[r.front.key].values()), flush=True)
             load(args, r, shape_files[r.front.prefixed], args.warmup)
@@ -504,8 +525,8 @@ def run_instructions(args, upstream_port, digest, work):
     try:
         for r in running:
             r.wait_ready(900)
-        # Every lever must answer as c does: the same behaviour at another cost.
-        answers = {r.front.key: check(r, digest) for r in running if r.front.key == "c" or r.front.wasm}
+        # Every lever, and the module, must answer as c does: the same behaviour at another cost.
+        answers = {r.front.key: check(r, digest) for r in running if r.front.key in ("c", "m") or r.front.wasm}
         for key, answered in answers.items():
             if answered != answers.get("c", answered):
                 sys.exit(f"bench: lever {key} answers {answered}, c answers {answers['c']}")
@@ -621,6 +642,18 @@ def report(results):
     return "\n".join(lines)
 
 
+def front_color(key):
+    """Grey for the baselines, blue for the wasm filter, green for the module, orange for the
+    alternatives."""
+    if key == "a" or key.startswith("b"):
+        return "#999999"
+    if key.startswith("c") or key.startswith("L"):
+        return "#2b7bba"
+    if key.startswith("m"):
+        return "#3a9a4a"
+    return "#e08a2c"
+
+
 def plot(results, path):
     import matplotlib
 
@@ -635,7 +668,7 @@ def plot(results, path):
         ax = axes[0][-1]
         keys = list(counts)
         values = [counts[key]["per_request"] / 1000 for key in keys]
-        colors = ["#999999" if key == "a" or key.startswith("b") else "#2b7bba" if key.startswith("c") else "#e08a2c" for key in keys]
+        colors = [front_color(key) for key in keys]
         ax.bar(keys, values, color=colors)
         for i, value in enumerate(values):
             ax.annotate(f"{value:.0f}", (i, value), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
@@ -647,7 +680,7 @@ def plot(results, path):
         keys = list(series["rounds"][0])
         med = medians(series)
         values = [med[key]["cpu_us_per_request"] for key in keys]
-        colors = ["#999999" if key in ("a", "b") else "#2b7bba" if key.startswith("c") else "#e08a2c" for key in keys]
+        colors = [front_color(key) for key in keys]
         ax.bar(keys, values, color=colors)
         for i, key in enumerate(keys):
             ax.scatter([i] * len(series["rounds"]), [r[key]["cpu_us_per_request"] for r in series["rounds"]], color="black", s=8, zorder=3)
@@ -655,7 +688,7 @@ def plot(results, path):
         ax.set_title(f"proxy CPU per request, backend: {series['name']}")
         ax.set_ylabel("microseconds (median of rounds; dots: rounds)")
         ax.set_ylim(0, max(values) * 1.15)
-    fig.text(0.01, 0.01, "a: no filter  b: do-nothing wasm  c: harbor_mirror  c1000: 1000 registries  d: regex_rewrite  e: Lua  f: nginx recipe", fontsize=8)
+    fig.text(0.01, 0.01, "a: no filter  b: do-nothing wasm  c: harbor_mirror.wasm  m: the module  c1000/m1000: 1000 registries  d: regex_rewrite  e: Lua  f: nginx recipe", fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
 
@@ -680,6 +713,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="bench.py --replot DIR: the report and plot again from DIR/results.json")
     parser.add_argument("--envoy", required=True)
     parser.add_argument("--wasm", required=True)
+    parser.add_argument("--module", required=True, help="libharbor_mirror.so, the dynamic module")
     parser.add_argument("--floor-wasm", required=True, help="crates/filter/examples/floor_filter.rs, built")
     parser.add_argument("--floor-stripped-wasm", required=True, help="the same, with only the exports a do-nothing filter needs")
     parser.add_argument("--profile", action="store_true", help="also run the profile series on the stub")
