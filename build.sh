@@ -257,6 +257,9 @@ cmd_bench() {
   cargo build -q --release --target wasm32-wasip1 -p harbor-mirror-filter --example floor_filter
   local floor=$out/floor_filter.wasm
   wasm-opt "${WASM_OPT_FLAGS[@]}" target/wasm32-wasip1/release/examples/floor_filter.wasm -o "$floor"
+  say "the do-nothing dynamic module (crates/dynamic-module/examples/floor.rs)"
+  cargo build -q --release -p envoy-dynamic-module --example floor
+  local floor_module=$ROOT/target/release/examples/libfloor.so
   local floor_stripped=$out/floor_filter.stripped.wasm
   strip_exports target/wasm32-wasip1/release/examples/floor_filter.wasm "$run/floor.exports.wasm" crates/filter/examples/floor-exports.txt
   wasm-opt "${WASM_OPT_FLAGS[@]}" "$run/floor.exports.wasm" -o "$floor_stripped"
@@ -311,7 +314,7 @@ cmd_bench() {
   # valgrind cannot follow the venv's envoy wrapper (a Python script that execs the binary).
   local envoy_binary; envoy_binary=$(echo "$VENV"/lib/python3*/site-packages/envoy/_bin/envoy)
   [ -x "$envoy_binary" ] || die "no envoy binary under $VENV"
-  "$PYTHON" tests/bench/bench.py --envoy "$ENVOY" --envoy-binary "$envoy_binary" --wasm "$WASM" --module "$MODULE" --floor-wasm "$floor" \
+  "$PYTHON" tests/bench/bench.py --envoy "$ENVOY" --envoy-binary "$envoy_binary" --wasm "$WASM" --module "$MODULE" --floor-module "$floor_module" --floor-wasm "$floor" \
     --floor-stripped-wasm "$floor_stripped" --registry "$registry_port=$digest" --profile --callgrind --rounds "$BENCH_ROUNDS" \
     --seconds "$BENCH_SECONDS" "${levers[@]}" --work "$run" --out "$out"
   say "scaling: a 256 MiB blob through each front, 1/16/128 connections on two workers, managed mode's token requests"

@@ -76,6 +76,7 @@ PROFILE_FRONTS = (
     + [Front("b+pairs", "floor + all request headers in one call (compare b+1)", True, "pairs")]
     + [Front("b+path", "floor + :path alone in one call (compare b+pairs)", True, "path")]
     + [Front("b0", "do-nothing wasm with only the exports it needs (compare b)", True)]
+    + [Front("m0", "do-nothing dynamic module (prefixed names; the module's floor)", True)]
 )
 
 
@@ -391,7 +392,9 @@ def start_front(front, args, work, upstream_port, callgrind=False):
         return Running(front, port, start(prefix + command, log, cpus), port, log)
     admin = free_port()
     filters, routes = [], None
-    if front.key == "b0":
+    if front.key == "m0":
+        filters = [module_filter(args.floor_module, "")]
+    elif front.key == "b0":
         filters = [wasm_filter("floor", args.floor_stripped_wasm, "")]
     elif front.key.startswith("b"):
         filters = [wasm_filter("floor", args.floor_wasm, front.steps)]
@@ -714,6 +717,7 @@ def main():
     parser.add_argument("--envoy", required=True)
     parser.add_argument("--wasm", required=True)
     parser.add_argument("--module", required=True, help="libharbor_mirror.so, the dynamic module")
+    parser.add_argument("--floor-module", required=True, help="crates/dynamic-module/examples/floor.rs, built")
     parser.add_argument("--floor-wasm", required=True, help="crates/filter/examples/floor_filter.rs, built")
     parser.add_argument("--floor-stripped-wasm", required=True, help="the same, with only the exports a do-nothing filter needs")
     parser.add_argument("--profile", action="store_true", help="also run the profile series on the stub")
