@@ -8,15 +8,11 @@ use std::fmt;
 
 use regex_lite::Regex;
 
-use crate::discovery::Mapping;
+use crate::discovery::mapping::Mapping;
+pub use crate::docker_hub::DOCKER_HUB;
+use crate::docker_hub::DOCKER_HUB_SYNONYMS;
 use crate::oci;
 use crate::wire::{self, WireAuth, WireConfig, WireDiscover, WireRegistry, WireRobot};
-
-/// Docker Hub's registry key, the one registry whose single-segment names get `library/`.
-pub const DOCKER_HUB: &str = "docker.io";
-
-/// Host names clients use for Docker Hub that mean [`DOCKER_HUB`] in `ns`.
-const DOCKER_HUB_SYNONYMS: [&str; 2] = ["registry-1.docker.io", "index.docker.io"];
 
 /// A configuration mistake: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,6 +44,7 @@ pub mod challenge;
 pub mod config;
 pub mod decide;
 pub mod discovery;
+pub mod docker_hub;
 pub mod exchange;
 pub mod harbor;
 pub mod higress;

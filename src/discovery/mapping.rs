@@ -6,13 +6,11 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::config::DOCKER_HUB;
+use crate::docker_hub::{DOCKER_HUB, DOCKER_HUB_SYNONYMS};
 
 /// Harbor's registry type for Docker Hub.
 const DOCKER_HUB_TYPE: &str = "docker-hub";
 
-/// Host names of Docker Hub's registry that mean [`DOCKER_HUB`].
-const DOCKER_HUB_HOSTS: [&str; 3] = ["registry-1.docker.io", "index.docker.io", "docker.io"];
 
 /// A project of a page of `GET /api/v2.0/projects`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -88,7 +86,7 @@ pub fn registry_key(upstream: &Upstream) -> Result<String, String> {
     if key.is_empty() {
         return Err(format!("registry URL {url:?} has no host"));
     }
-    Ok(if DOCKER_HUB_HOSTS.contains(&key.as_str()) { DOCKER_HUB.to_owned() } else { key })
+    Ok(if key == DOCKER_HUB || DOCKER_HUB_SYNONYMS.contains(&key.as_str()) { DOCKER_HUB.to_owned() } else { key })
 }
 
 /// Upstream registries and the proxy-cache projects serving them, by key.

@@ -5,6 +5,7 @@ use std::fmt;
 use crate::abi;
 use crate::callout::{CalloutError, CalloutId, CalloutRequest, CalloutResponse};
 use crate::filter::{HttpFilter, HttpFilterHandle};
+use crate::metrics::{CounterId, GaugeId, MetricsError};
 use crate::timer::ConfigScheduler;
 
 /// The whole module: registered once per shared object with [`export_module!`](crate::export_module).
@@ -81,52 +82,6 @@ pub trait FilterConfig: Send + Sync + 'static {
     }
 }
 
-/// A counter defined by [`ConfigContext::define_counter`]. `Copy + Send + Sync`: keep it in the
-/// configuration and use it from any filter made from that configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CounterId(pub(crate) usize);
-
-/// A gauge defined by [`ConfigContext::define_gauge`]. `Copy + Send + Sync`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct GaugeId(pub(crate) usize);
-
-/// Why a metrics call failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetricsError {
-    /// The id is unknown to this configuration.
-    NotFound,
-    /// Label values do not match the definition (this crate defines metrics without labels).
-    InvalidLabels,
-    /// Metrics can be defined only while the configuration is created (in `Module::new_config`).
-    Frozen,
-    /// A code this crate does not know.
-    Unknown(i32),
-}
-
-impl MetricsError {
-    pub(crate) fn from_raw(code: abi::CEnum) -> Result<(), MetricsError> {
-        match code {
-            abi::METRICS_SUCCESS => Ok(()),
-            abi::METRICS_NOT_FOUND => Err(MetricsError::NotFound),
-            abi::METRICS_INVALID_LABELS => Err(MetricsError::InvalidLabels),
-            abi::METRICS_FROZEN => Err(MetricsError::Frozen),
-            other => Err(MetricsError::Unknown(other)),
-        }
-    }
-}
-
-impl fmt::Display for MetricsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MetricsError::NotFound => f.write_str("metric not found"),
-            MetricsError::InvalidLabels => f.write_str("metric labels do not match"),
-            MetricsError::Frozen => f.write_str("metrics can only be defined while the configuration is created"),
-            MetricsError::Unknown(code) => write!(f, "metrics call failed with unknown code {code}"),
-        }
-    }
-}
-
-impl std::error::Error for MetricsError {}
 
 /// Envoy's side of a filter configuration, lent to main-thread hooks. Not `Send`: it exists for
 /// the duration of one hook.

@@ -4,7 +4,7 @@ use std::cell::Cell;
 
 use crate::abi;
 use crate::callout::{CalloutError, CalloutId, CalloutRequest, CalloutResponse};
-use crate::config::{CounterId, GaugeId, MetricsError};
+use crate::metrics::{CounterId, GaugeId, MetricsError};
 use crate::timer::FilterScheduler;
 
 /// What the filter chain does after a headers hook.

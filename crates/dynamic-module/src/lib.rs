@@ -71,10 +71,12 @@ mod config;
 mod filter;
 mod hooks;
 pub mod log;
+mod metrics;
 mod timer;
 
 pub use callout::{CalloutError, CalloutId, CalloutOutcome, CalloutRequest, CalloutResponse};
-pub use config::{ConfigContext, ConfigError, CounterId, FilterConfig, GaugeId, MetricsError, Module};
+pub use config::{ConfigContext, ConfigError, FilterConfig, Module};
+pub use metrics::{CounterId, GaugeId, MetricsError};
 pub use filter::{HeaderMap, HeadersStatus, HttpFilter, HttpFilterHandle};
 pub use timer::{ConfigScheduler, FilterScheduler, Timer, Wake};
 
