@@ -117,8 +117,11 @@ case_cri_node_credentials_reach_harbor() {
     "containerd's OAuth POST with the node's robot in its form, the scope as the client named it"
   auth_received '.path == "/service/token" and .method == "GET" and .auth == "basic:robot$ci" and (.granted | index("dockerhub-private/library/alpine:pull"))' \
     "the node's robot as Basic credentials on the token request"
-  # With config_path, containerd's resolver and fetcher authorize apart: one pull, two challenges.
-  expect_eq "token GETs for one pull" "$(auth_count '.path == "/service/token" and .method == "GET"')" 2
+  # With config_path, containerd's resolver and fetcher authorize apart: one pull, two challenges
+  # (three in one CI run of 2026-12-04, where containerd's fetches raced; never one).
+  local gets; gets=$(auth_count '.path == "/service/token" and .method == "GET"')
+  [ "$gets" -ge 2 ] && [ "$gets" -le 3 ] || { echo "FAIL: $gets token GETs for one pull, expected 2 (or 3)"; return 1; }
+  echo "ok: $gets token GETs for one pull"
 }
 
 # The pod's imagePullSecret for docker.io wins over the node's credentials: containerd sends
