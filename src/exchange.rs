@@ -13,6 +13,12 @@ use crate::decide::{decide, Decision, Request, Route};
 use crate::oci;
 use crate::response::Forwarded;
 
+/// The response header that carries the decision, with `debug_header`.
+pub const DEBUG_HEADER: &str = "x-harbor-mirror";
+
+/// The headers of every reply an adapter sends itself: a registry's JSON answer.
+pub const REPLY_HEADERS: [(&str, &str); 2] = [("content-type", "application/json"), ("docker-distribution-api-version", "registry/2.0")];
+
 /// The request headers that carry a client's credentials, none of which managed mode forwards:
 /// Harbor must see only the robot.
 pub const CLIENT_CREDENTIALS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
@@ -75,8 +81,8 @@ pub enum Step {
 /// How to forward a request.
 #[derive(Debug)]
 pub struct Forward {
-    /// The new `:path`, when it is rewritten.
-    pub new_path: Option<String>,
+    /// Whether `:path` is rewritten (to `forwarded.path`).
+    pub rewritten: bool,
     /// With `log_original_path`, the `:path` as the client sent it, for the access log; only
     /// for a rewritten request.
     pub original_path: Option<String>,
@@ -86,6 +92,13 @@ pub struct Forward {
     pub needs_token: Option<String>,
     /// What the answer is judged by; the adapter sets its `robot_token` when it has one.
     pub forwarded: Forwarded,
+}
+
+impl Forward {
+    /// The new `:path` to set, when it is rewritten.
+    pub fn new_path(&self) -> Option<&str> {
+        self.rewritten.then_some(self.forwarded.path.as_str())
+    }
 }
 
 /// The plan for a request with `headers` under `config`; with `debug`, the debug line is
@@ -122,13 +135,14 @@ pub fn plan<'c>(config: &'c Config, headers: &RequestHeaders<'_>, debug: bool) -
         // Managed mode answers the version check itself: there is nothing to authenticate.
         return Plan { count, debug_line, debug_header, step: Step::Reply { status: 200, body: "{}".to_owned() } };
     }
-    let original_path = (config.log_original_path && new_path.is_some()).then(|| request.path.to_owned());
-    let forwarded_path = new_path.clone().unwrap_or_else(|| request.path.to_owned());
+    let rewritten = new_path.is_some();
+    let original_path = (config.log_original_path && rewritten).then(|| request.path.to_owned());
+    let forwarded_path = new_path.unwrap_or_else(|| request.path.to_owned());
     let needs_token = match route {
         Route::Mapped { .. } | Route::Prefixed if managed => oci::repository_in(&forwarded_path).map(str::to_owned),
         _ => None,
     };
     let scheme = challenge::client_scheme(headers.scheme, headers.forwarded_proto);
     let forwarded = Forwarded::new(&request, &route, forwarded_path, scheme, None);
-    Plan { count, debug_line, debug_header, step: Step::Forward(Forward { new_path, original_path, strip_credentials: managed, needs_token, forwarded }) }
+    Plan { count, debug_line, debug_header, step: Step::Forward(Forward { rewritten, original_path, strip_credentials: managed, needs_token, forwarded }) }
 }

@@ -6,7 +6,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use harbor_mirror_core::exchange::{plan, Count, Forward, RequestHeaders, Step};
+use harbor_mirror_core::exchange::{plan, Count, RequestHeaders, Step};
 use harbor_mirror_core::Config;
 
 mod common;
@@ -40,11 +40,11 @@ fn outcome_of(config: &Config, method: &str, path: &str) -> (String, Outcome, Op
     let plan = plan(config, &headers, true);
     let outcome = match plan.step {
         Step::Reply { status, .. } => Outcome::Reply(status),
-        Step::Forward(Forward { new_path, original_path, strip_credentials, needs_token, .. }) => Outcome::Forward {
-            new_path: new_path.map(|p| &*p.leak()),
-            original: original_path.map(|p| &*p.leak()),
-            strip: strip_credentials,
-            token_for: needs_token.map(|p| &*p.leak()),
+        Step::Forward(forward) => Outcome::Forward {
+            new_path: forward.new_path().map(|p| &*p.to_owned().leak()),
+            original: forward.original_path.map(|p| &*p.leak()),
+            strip: forward.strip_credentials,
+            token_for: forward.needs_token.map(|p| &*p.leak()),
         },
     };
     (count_name(&plan.count), outcome, plan.debug_header)

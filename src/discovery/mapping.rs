@@ -11,7 +11,6 @@ use crate::docker_hub::{DOCKER_HUB, DOCKER_HUB_SYNONYMS};
 /// Harbor's registry type for Docker Hub.
 const DOCKER_HUB_TYPE: &str = "docker-hub";
 
-
 /// A project of a page of `GET /api/v2.0/projects`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Project {

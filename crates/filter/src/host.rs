@@ -8,10 +8,9 @@ use std::time::UNIX_EPOCH;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType, Status};
 
+pub use harbor_mirror_core::exchange::DEBUG_HEADER;
+use harbor_mirror_core::exchange::REPLY_HEADERS;
 use harbor_mirror_core::refusal::Refusal;
-
-/// The debug response header.
-pub const DEBUG_HEADER: &str = "x-harbor-mirror";
 
 /// A failed host call: which one and the status the host returned.
 pub struct HostError {
@@ -95,7 +94,7 @@ pub fn now_secs() -> Result<u64, HostError> {
 
 /// Answers the current request here, with a registry-style reply.
 pub fn send_reply(status: u32, body: &str, debug_header: Option<&str>) -> Result<(), HostError> {
-    let mut headers = vec![("content-type", "application/json"), ("docker-distribution-api-version", "registry/2.0")];
+    let mut headers = REPLY_HEADERS.to_vec();
     if let Some(value) = debug_header {
         headers.push((DEBUG_HEADER, value));
     }

@@ -342,16 +342,17 @@ impl MirrorRequest {
         if let Some(line) = &debug_line {
             log(LogLevel::Debug, line);
         }
-        let Forward { new_path, original_path, strip_credentials, needs_token, mut forwarded } = match step {
+        let forward = match step {
             exchange::Step::Reply { status, body } => {
                 send_reply(status, &body, debug_header.as_deref())?;
                 return Ok(Action::Pause);
             }
             exchange::Step::Forward(forward) => forward,
         };
-        if let Some(path) = &new_path {
+        if let Some(path) = forward.new_path() {
             set_header(MapType::HttpRequestHeaders, ":path", Some(path))?;
         }
+        let Forward { original_path, strip_credentials, needs_token, mut forwarded, .. } = forward;
         if let Some(original) = &original_path {
             keep_original_path(original);
         }

@@ -65,8 +65,8 @@ pub enum Ready {
     Forward(String),
     /// Answer it with this error.
     Refuse(Refusal),
-    /// Paused: its outcome comes through its scheduler.
-    Wait,
+    /// Paused: its outcome is left in this slot, and its scheduler wakes it.
+    Wait(Slot),
 }
 
 impl Broker {
@@ -81,13 +81,13 @@ impl Broker {
     }
 
     /// Request `request` (a worker's stream) needs the robot's token for `repository`. When it
-    /// must wait, `waiting` gives the request's scheduler and slot (called only then), and
-    /// `main` is woken to send a call.
+    /// must wait, `scheduler` gives the request's scheduler (called only then), and `main` is
+    /// woken to send a call.
     pub fn on_request(
         &self,
         request: RequestId,
         repository: &str,
-        waiting: impl FnOnce() -> Option<(FilterScheduler, Slot)>,
+        scheduler: impl FnOnce() -> Option<FilterScheduler>,
         main: Option<&ConfigScheduler>,
     ) -> Ready {
         let project = oci::first_component(repository).0;
@@ -102,7 +102,7 @@ impl Broker {
             Step::Wait => None,
             Step::Dispatch(call) => Some(call),
         };
-        let (Some((scheduler, slot)), Some(main)) = (waiting(), main) else {
+        let (Some(scheduler), Some(main)) = (scheduler(), main) else {
             fetches.on_request_end(request);
             let refusal = Refusal::new(503, oci::ErrorCode::Unavailable, "the module cannot pause requests here (no scheduler)".to_owned());
             if let Some(call) = &dispatch {
@@ -111,12 +111,13 @@ impl Broker {
             }
             return Ready::Refuse(refusal);
         };
-        waiters.insert(request, Waiter { scheduler, slot });
+        let slot = Slot::default();
+        waiters.insert(request, Waiter { scheduler, slot: slot.clone() });
         if let Some(call) = dispatch {
             queued.push(call);
             main.commit(DISPATCH);
         }
-        Ready::Wait
+        Ready::Wait(slot)
     }
 
     /// Request `request` ended: it waits no more.

@@ -26,7 +26,7 @@ use envoy_dynamic_module::{
     HttpFilterHandle, Module, Timer,
 };
 
-use harbor_mirror_core::exchange::{self, plan, Forward, Plan, RequestHeaders, CLIENT_CREDENTIALS};
+use harbor_mirror_core::exchange::{self, plan, Forward, Plan, RequestHeaders, CLIENT_CREDENTIALS, DEBUG_HEADER, REPLY_HEADERS};
 use harbor_mirror_core::higress::{DomainSelector, PluginConfig};
 use harbor_mirror_core::managed::fetch::RequestId;
 use harbor_mirror_core::refusal::Refusal;
@@ -36,9 +36,6 @@ use harbor_mirror_core::Config;
 use broker::{Broker, Outcome, Ready, Slot};
 use discovery::Discovery;
 use metrics::Metrics;
-
-/// The response header that carries the decision, with `debug_header`.
-const DEBUG_HEADER: &[u8] = b"x-harbor-mirror";
 
 /// The filter state key a rewritten request's original path is kept under, with
 /// `log_original_path`: `%FILTER_STATE(harbor_mirror.original_path:PLAIN)%` in an access log.
@@ -213,16 +210,17 @@ impl HttpFilter for MirrorFilter {
         if let Some(line) = &debug_line {
             log(Level::Debug, line);
         }
-        let Forward { new_path, original_path, strip_credentials, needs_token, mut forwarded } = match step {
+        let forward = match step {
             exchange::Step::Reply { status, body } => {
                 reply(envoy, status, &body, debug_header.as_deref());
                 return HeadersStatus::StopIteration;
             }
             exchange::Step::Forward(forward) => forward,
         };
-        if let Some(path) = &new_path {
+        if let Some(path) = forward.new_path() {
             envoy.set_header(HeaderMap::Request, b":path", path.as_bytes());
         }
+        let Forward { original_path, strip_credentials, needs_token, mut forwarded, .. } = forward;
         if let Some(original) = &original_path
             && !envoy.set_filter_state(ORIGINAL_PATH_KEY, original.as_bytes())
         {
@@ -236,18 +234,7 @@ impl HttpFilter for MirrorFilter {
         }
         let mut status = HeadersStatus::Continue;
         if let (Some(broker), Some(repository)) = (&domain.broker, &needs_token) {
-            let mut slot = None;
-            let ready = broker.on_request(
-                self.id,
-                repository,
-                || {
-                    let scheduler = envoy.scheduler()?;
-                    let new = Slot::default();
-                    slot = Some(new.clone());
-                    Some((scheduler, new))
-                },
-                shared.scheduler.as_ref(),
-            );
+            let ready = broker.on_request(self.id, repository, || envoy.scheduler(), shared.scheduler.as_ref());
             match ready {
                 Ready::Forward(token) => {
                     metrics::increment(envoy, domain.metrics.token_cache_hits);
@@ -259,8 +246,8 @@ impl HttpFilter for MirrorFilter {
                     refuse(envoy, &refusal, debug_header.as_deref());
                     return HeadersStatus::StopIteration;
                 }
-                Ready::Wait => {
-                    self.waiting = slot;
+                Ready::Wait(slot) => {
+                    self.waiting = Some(slot);
                     status = HeadersStatus::StopIteration;
                 }
             }
@@ -293,7 +280,7 @@ impl HttpFilter for MirrorFilter {
             return HeadersStatus::Continue;
         };
         if let Some(value) = &debug_header {
-            envoy.add_header(HeaderMap::Response, DEBUG_HEADER, value.as_bytes());
+            envoy.add_header(HeaderMap::Response, DEBUG_HEADER.as_bytes(), value.as_bytes());
         }
         let answer = match forwarded.look(&config) {
             Look::Nothing => return HeadersStatus::Continue,
@@ -346,9 +333,9 @@ impl Drop for MirrorFilter {
 
 /// Answers the request here with a registry-style JSON reply.
 fn reply(envoy: &mut HttpFilterHandle<'_>, status: u32, body: &str, debug_header: Option<&str>) {
-    let mut headers: Vec<(&[u8], &[u8])> = vec![(b"content-type", b"application/json"), (b"docker-distribution-api-version", b"registry/2.0")];
+    let mut headers: Vec<(&[u8], &[u8])> = REPLY_HEADERS.iter().map(|(name, value)| (name.as_bytes(), value.as_bytes())).collect();
     if let Some(value) = debug_header {
-        headers.push((DEBUG_HEADER, value.as_bytes()));
+        headers.push((DEBUG_HEADER.as_bytes(), value.as_bytes()));
     }
     envoy.send_local_response(u16::try_from(status).unwrap_or(500), &headers, body.as_bytes(), Some("harbor_mirror"));
 }
