@@ -37,6 +37,13 @@ def http_filter_lists(config):
                     yield typed
 
 
+def wasm_plugins(config):
+    for manager in http_filter_lists(config):
+        for http_filter in manager["http_filters"]:
+            if http_filter["name"] == WASM_FILTER:
+                yield http_filter["typed_config"]["config"]
+
+
 def module_filter(path, plugin_configuration):
     """The dynamic_modules HTTP filter loading harbor-mirror's module from PATH."""
     return {
@@ -80,15 +87,6 @@ def module_configs(config):
         for http_filter in manager["http_filters"]:
             if http_filter["name"] == MODULE_FILTER:
                 yield http_filter["typed_config"]["filter_config"]
-
-
-def wasm_plugins(config):
-    for listener in config["static_resources"]["listeners"]:
-        for chain in listener["filter_chains"]:
-            for network_filter in chain["filters"]:
-                for http_filter in network_filter["typed_config"].get("http_filters", []):
-                    if http_filter["name"] == WASM_FILTER:
-                        yield http_filter["typed_config"]["config"]
 
 
 def set_certificate(config, cert, key):

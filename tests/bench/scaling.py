@@ -21,7 +21,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -29,7 +28,6 @@ import time
 import yaml
 
 import bench
-from bench import Front
 
 BLOB_BYTES = 256 * 1024 * 1024
 BLOB_REPOSITORY = "dockerhub-proxy/library/big"
@@ -72,16 +70,8 @@ def start_nginx(args, work, upstream_port):
         f.write(bench.fill("nginx-recipe.conf", {"DIR": work, "PORT": port, "UPSTREAM": f"127.0.0.1:{upstream_port}"}).replace("worker_processes 1;", "worker_processes 2;"))
     log = os.path.join(work, f"scaling-recipe-{port}.log")
     running = bench.Running(FRONT_F, port, bench.start(["nginx", "-c", conf, "-p", work, "-e", log], log), port, log)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/v2/")
-            connection.getresponse().read()
-            return running
-        except OSError:
-            time.sleep(0.2)
-    sys.exit("scaling: the nginx recipe did not come up")
+    bench.wait_http(port, "the nginx recipe", 30)
+    return running
 
 
 # --- blob ------------------------------------------------------------------------------------
@@ -200,16 +190,8 @@ def start_harbor_model(work, registry_port):
     with open(path, "w") as f:
         json.dump(config, f)
     process = bench.start([sys.executable, os.path.join(bench.HERE, "..", "harbor_auth.py"), path], os.path.join(work, "harbor-model.out"))
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/v2/")
-            connection.getresponse().read()
-            return process, port, log
-        except OSError:
-            time.sleep(0.2)
-    sys.exit("scaling: the Harbor model did not come up")
+    bench.wait_http(port, "the Harbor model", 30)
+    return process, port, log
 
 
 def token_requests(log):
