@@ -17,7 +17,7 @@ mod discovery;
 mod metrics;
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envoy_dynamic_module::log::{self as envoy_log, Level};
@@ -90,7 +90,7 @@ impl Module for HarborMirror {
             (Some(scheduler), timer)
         };
         let shared = Arc::new(Shared { domains, selector, scheduler, next_request: AtomicU32::new(1) });
-        Ok(MirrorConfig { shared, timer: Mutex::new(timer) })
+        Ok(MirrorConfig { shared, timer })
     }
 }
 
@@ -118,7 +118,7 @@ struct Shared {
 struct MirrorConfig {
     shared: Arc<Shared>,
     /// Discovery's timer; stopped and joined when Envoy drops the configuration.
-    timer: Mutex<Option<Timer>>,
+    timer: Option<Timer>,
 }
 
 impl FilterConfig for MirrorConfig {
@@ -135,8 +135,7 @@ impl FilterConfig for MirrorConfig {
                 for domain in &self.shared.domains {
                     domain.discovery.on_tick(ctx, &domain.config, &domain.metrics);
                 }
-                let timer = self.timer.lock().unwrap_or_else(PoisonError::into_inner);
-                if let (Some(timer), Some(scheduler)) = (timer.as_ref(), &self.shared.scheduler) {
+                if let (Some(timer), Some(scheduler)) = (&self.timer, &self.shared.scheduler) {
                     timer.schedule(TICK_EVERY, scheduler, TICK);
                 }
             }
