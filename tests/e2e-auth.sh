@@ -87,6 +87,7 @@ start_mirror() {
   printf -v "MIRROR_$name" '%s' "127.0.0.1:$port"
   printf -v "ENVOY_LOG_$name" '%s' "$WORK/auth/envoy-$name.log"
   printf -v "ADMIN_$name" '%s' "$admin"
+  printf -v "PID_$name" '%s' "$ENVOY_PID"
 }
 # `ghost` is a passthrough project Harbor does not have.
 plugin_config() { # plugin_config PROJECT [AUTH_JSON]

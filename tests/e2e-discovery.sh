@@ -31,9 +31,11 @@ start_discovery_harbor() {
 }
 JSON
   start_bg "$WORK/auth/harbor-$name.out" python3 "$ROOT/tests/harbor_auth.py" "$WORK/auth/harbor-$name.json"
+  DISCOVERY_PIDS+=("$LAST_PID")
   wait_for 20 "harbor model $name" curl -s -o /dev/null "http://127.0.0.1:$port/v2/" ||
     { cat "$WORK/auth/harbor-$name.out"; exit 1; }
 }
+DISCOVERY_PIDS=()
 start_discovery_harbor discovery "$DISC_PORT"
 start_discovery_harbor discdown "$DISCDOWN_PORT"
 # The API of this one is down before any mirror asks it.
@@ -52,6 +54,7 @@ start_mirror disc_anon "$(discover_config "$DISC")" "http://$DISC"
 start_mirror disc_managed "$(discover_config "$DISC" "" "$(managed_auth "$DISC")")" "http://$DISC"
 start_mirror disc_down "$(discover_config "$DISCDOWN")" "http://$DISCDOWN"
 start_mirror disc_badrobot "$(discover_config "$DISC" '{"username": "robot$mirror", "password": "wrong"}')" "http://$DISC"
+DISCOVERY_PIDS+=("$PID_disc_anon" "$PID_disc_managed" "$PID_disc_down" "$PID_disc_badrobot")
 
 # discovered MIRROR PATH STATUS SECONDS: waits until GET PATH through MIRROR answers STATUS.
 discovered() {
@@ -203,3 +206,7 @@ CASE_ENVOY_LOG=$WORK/auth/envoy-disc_down.log run_case case_discovery_keeps_the_
 CASE_ENVOY_LOG=$WORK/auth/envoy-disc_anon.log run_case case_discovery_once_per_interval_per_envoy
 CASE_ENVOY_LOG=$WORK/auth/envoy-disc_badrobot.log run_case case_discovery_reports_wrong_robot_credentials
 run_case case_cli_discover_prints_the_mapping
+
+# These mirrors refresh every ${DISCOVER_INTERVAL}s into the Harbor model's shared log (the bad
+# robot's failed login among them): stopped here, they cannot show up in a later case's requests.
+for pid in "${DISCOVERY_PIDS[@]}"; do stop_pid "$pid"; done

@@ -19,16 +19,20 @@ start_bg() {
   LAST_PID=$!
 }
 
-# Stops every process this shell started, newest first: TERM, then KILL after 10 s.
+# stop_pid PID: TERM, then KILL after 10 s; PID is forgotten, so that stop_started cannot signal
+# a process that later reuses the number.
+stop_pid() {
+  local pid=$1 i kept=()
+  for i in "${STARTED_PIDS[@]}"; do [ "$i" = "$pid" ] || kept+=("$i"); done
+  STARTED_PIDS=("${kept[@]}")
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+# Stops every process this shell started, newest first.
 stop_started() {
-  local pid i
-  for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
-    pid=${STARTED_PIDS[i]}
-    kill -TERM "$pid" 2>/dev/null || continue
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  STARTED_PIDS=()
+  while [ ${#STARTED_PIDS[@]} -gt 0 ]; do stop_pid "${STARTED_PIDS[-1]}"; done
 }
 
 # Returns when any started process exits (build.sh up).
