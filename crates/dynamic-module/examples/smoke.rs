@@ -235,11 +235,24 @@ impl HttpFilter for SmokeFilter {
         if let Some(rest) = path.strip_prefix(b"/rewrite/") {
             let seen = envoy.header(HeaderMap::Request, b"x-smoke-in").unwrap_or(b"(none)").to_vec();
             let multi = envoy.header_values(HeaderMap::Request, b"x-multi").join(&b'|');
+            // The whole map in one walk: the first name, every x-multi in order, how many x-many.
+            let (mut first, mut walked_multi, mut many) = (Vec::new(), Vec::new(), 0);
+            envoy.for_each_header(HeaderMap::Request, |name, value| {
+                if first.is_empty() {
+                    first = name.to_vec();
+                }
+                if name == b"x-multi" {
+                    walked_multi.push(value);
+                }
+                many += usize::from(name.starts_with(b"x-many-"));
+            });
+            let walked = format!("first={} multi={} many={many}", String::from_utf8_lossy(&first), String::from_utf8_lossy(&walked_multi.join(&b'|')));
             let mut new_path = b"/rewritten/".to_vec();
             new_path.extend_from_slice(rest);
             envoy.set_header(HeaderMap::Request, b":path", &new_path);
             envoy.set_header(HeaderMap::Request, b"x-smoke-seen", &seen);
             envoy.set_header(HeaderMap::Request, b"x-smoke-multi", &multi);
+            envoy.set_header(HeaderMap::Request, b"x-smoke-walked", walked.as_bytes());
             envoy.remove_header(HeaderMap::Request, b"x-smoke-drop");
             envoy.add_header(HeaderMap::Request, b"x-smoke-added", b"one");
             envoy.add_header(HeaderMap::Request, b"x-smoke-added", b"two");

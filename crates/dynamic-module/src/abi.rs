@@ -75,6 +75,10 @@ pub(crate) struct EnvoyHttpHeader {
     pub(crate) value_length: usize,
 }
 
+impl EnvoyHttpHeader {
+    pub(crate) const NULL: EnvoyHttpHeader = EnvoyHttpHeader { key_ptr: std::ptr::null(), key_length: 0, value_ptr: std::ptr::null(), value_length: 0 };
+}
+
 /// `envoy_dynamic_module_type_http_filter_config_envoy_ptr` (Envoy's `DynamicModuleHttpFilterConfig`).
 pub(crate) type ConfigEnvoyPtr = *mut c_void;
 /// `envoy_dynamic_module_type_http_filter_config_module_ptr` (ours).
@@ -223,6 +227,15 @@ unsafe extern "C" {
         result: *mut EnvoyBuffer,
         index: usize,
         optional_size: *mut usize,
+    ) -> bool;
+    /// new. How many headers `header_type` holds (0 if the map does not exist).
+    pub(crate) fn envoy_dynamic_module_callback_http_get_headers_size(filter: FilterEnvoyPtr, header_type: CEnum) -> usize;
+    /// new. Fills `result` with every header of the map, in order; `result` must have room for
+    /// `get_headers_size` entries.
+    pub(crate) fn envoy_dynamic_module_callback_http_get_headers(
+        filter: FilterEnvoyPtr,
+        header_type: CEnum,
+        result: *mut EnvoyHttpHeader,
     ) -> bool;
     /// new. `result` must have room for every value (count them with `get_header` first).
     pub(crate) fn envoy_dynamic_module_callback_http_get_header_values(

@@ -192,6 +192,44 @@ impl HttpFilterHandle<'_> {
         }
     }
 
+    /// Calls `f` with every header of `map` (name, value), in Envoy's order, pseudo-headers
+    /// (`:method`, `:path`, ...) first, as views into Envoy's memory: two host calls for the
+    /// whole map, where each [`header`](Self::header) builds a lower-case key and looks it up.
+    /// Names are lower-case already. Nothing if the map does not exist (yet).
+    pub fn for_each_header<'a>(&'a self, map: HeaderMap, mut f: impl FnMut(&'a [u8], &'a [u8])) {
+        /// Requests and answers rarely carry more headers than this: no allocation for them.
+        const ON_STACK: usize = 32;
+        // SAFETY: `ptr` is this hook's live filter.
+        let count = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(self.ptr, map.raw()) };
+        if count == 0 {
+            return;
+        }
+        let mut on_stack = [abi::EnvoyHttpHeader::NULL; ON_STACK];
+        let mut on_heap = Vec::new();
+        let raw: &mut [abi::EnvoyHttpHeader] = if count <= ON_STACK {
+            &mut on_stack[..count]
+        } else {
+            on_heap.resize(count, abi::EnvoyHttpHeader::NULL);
+            &mut on_heap
+        };
+        // SAFETY: `raw` has room for the `count` headers Envoy just reported, and nothing can
+        // change the map between the two calls (same hook, `&self`).
+        if !unsafe { abi::envoy_dynamic_module_callback_http_get_headers(self.ptr, map.raw(), raw.as_mut_ptr()) } {
+            return;
+        }
+        for header in raw.iter() {
+            // SAFETY: as in `header_at`: views into the header map, valid while `&self` is
+            // borrowed ('a), which no setter can end early.
+            let (name, value) = unsafe {
+                (
+                    abi::envoy_bytes(abi::EnvoyBuffer { ptr: header.key_ptr, length: header.key_length }),
+                    abi::envoy_bytes(abi::EnvoyBuffer { ptr: header.value_ptr, length: header.value_length }),
+                )
+            };
+            f(name, value);
+        }
+    }
+
     /// Sets header `name` to `value` in `map`, replacing every existing value. Envoy 1.40 cannot
     /// store an empty value through this ABI: an empty `value` removes the header. Returns false
     /// if the map does not exist (yet).

@@ -157,6 +157,10 @@ fi
 echo "== start"
 python3 "$HERE/smoke_upstream.py" upstream "$UP" "$WORK/upstream.log" & PIDS+=($!)
 python3 "$HERE/smoke_upstream.py" callout "$CALLOUT" "$WORK/upstream.log" & PIDS+=($!)
+# Both listen before Envoy sends them anything (a slow machine let the first request find no one).
+for port in "$UP" "$CALLOUT"; do
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+done
 "$ENVOY" -c "$WORK/good.yaml" --disable-hot-restart --concurrency 2 -l info \
   --component-log-level dynamic_modules:debug --file-flush-interval-msec 100 --log-path "$WORK/envoy.log" 2>"$WORK/envoy.stderr" & PIDS+=($!)
 ENVOY_PID=$!
@@ -185,6 +189,11 @@ seen=$(grep '^upstream GET /rewritten/foo?x=1' "$WORK/upstream.log" || true)
 check ":path rewritten: upstream saw /rewritten/foo?x=1" test -n "$seen"
 check "request header read and forwarded (x-smoke-seen=hello)" grep -q 'x-smoke-seen=hello' <<<"$seen"
 check "all values of x-multi read (a|b|c)" grep -q 'x-smoke-multi=a|b|c' <<<"$seen"
+check "every header in one walk: a pseudo-header first, x-multi a|b|c in order" grep -q 'x-smoke-walked=first=:[a-z]* multi=a|b|c many=0' <<<"$seen"
+many=(); for i in $(seq 40); do many+=(-H "x-many-$i: $i"); done
+curl -sS -o /dev/null "${many[@]}" "$BASE/rewrite/many" || true
+check "... and a map larger than the walk's stack buffer (40 x-many headers)" \
+  grep -q '^upstream GET /rewritten/many .*x-smoke-walked=first=:[a-z]* multi= many=40' "$WORK/upstream.log"
 check "request header removed (x-smoke-drop)" bash -c "! grep -q 'x-smoke-drop' <<<'$seen'"
 check "request header added twice (x-smoke-added one, two)" grep -q 'x-smoke-added=one x-smoke-added=two' <<<"$seen"
 check "response header replaced (x-smoke-response: replaced)" grep -qi '^x-smoke-response: replaced' "$WORK/rewrite.h"
