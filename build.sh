@@ -133,9 +133,10 @@ cmd_build() {
   local size; size=$(stat -c %s "$WASM")
   say "dist/harbor_mirror.wasm: $(stat -c %s "$raw") bytes from cargo, $size after wasm-opt (budget $WASM_BUDGET)"
   [ "$size" -le "$WASM_BUDGET" ] || die "dist/harbor_mirror.wasm is $size bytes, over its budget of $WASM_BUDGET (BENCHMARKS.md)"
-  say "cargo build --release -p harbor-mirror-module (the dynamic module, for this Envoy's release line)"
-  cargo build -q --release -p harbor-mirror-module
-  cp target/release/libharbor_mirror_module.so "$MODULE"
+  # Native code in Envoy's process: built for speed (Cargo.toml's profile.module), not size.
+  say "cargo build --profile module -p harbor-mirror-module (the dynamic module, for this Envoy's release line)"
+  cargo build -q --profile module -p harbor-mirror-module
+  cp target/module/libharbor_mirror_module.so "$MODULE"
   (cd dist && sha256sum libharbor_mirror.so >libharbor_mirror.so.sha256)
   say "dist/libharbor_mirror.so: $(stat -c %s "$MODULE") bytes (ABI $(module_abi_version))"
   cargo build -q --release -p harbor-mirror-cli
@@ -258,8 +259,8 @@ cmd_bench() {
   local floor=$out/floor_filter.wasm
   wasm-opt "${WASM_OPT_FLAGS[@]}" target/wasm32-wasip1/release/examples/floor_filter.wasm -o "$floor"
   say "the do-nothing dynamic module (crates/dynamic-module/examples/floor.rs)"
-  cargo build -q --release -p envoy-dynamic-module --example floor
-  local floor_module=$ROOT/target/release/examples/libfloor.so
+  cargo build -q --profile module -p envoy-dynamic-module --example floor
+  local floor_module=$ROOT/target/module/examples/libfloor.so
   local floor_stripped=$out/floor_filter.stripped.wasm
   strip_exports target/wasm32-wasip1/release/examples/floor_filter.wasm "$run/floor.exports.wasm" crates/filter/examples/floor-exports.txt
   wasm-opt "${WASM_OPT_FLAGS[@]}" "$run/floor.exports.wasm" -o "$floor_stripped"

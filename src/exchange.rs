@@ -38,6 +38,25 @@ pub struct RequestHeaders<'h> {
     pub forwarded_proto: &'h [u8],
 }
 
+impl<'h> RequestHeaders<'h> {
+    /// Keeps `value` if `name` (lower-case, as Envoy hands names over) is one the plan reads and
+    /// has no value yet: an adapter that walks the whole header map offers it every header, and
+    /// the first value of each counts, as a lookup by name would return it.
+    pub fn offer(&mut self, name: &[u8], value: &'h [u8]) {
+        let slot = match name {
+            b":method" => &mut self.method,
+            b":path" => &mut self.path,
+            b":authority" => &mut self.authority,
+            b":scheme" => &mut self.scheme,
+            b"x-forwarded-proto" => &mut self.forwarded_proto,
+            _ => return,
+        };
+        if slot.is_empty() {
+            *slot = value;
+        }
+    }
+}
+
 /// What to count of a request.
 #[derive(Debug, Clone, Copy)]
 pub enum Count<'c> {

@@ -100,3 +100,36 @@ fn the_debug_header_describes_the_decision() {
     let header = header.expect("debug_header is on");
     assert!(header.contains("dockerhub-proxy"), "the debug header names no project: {header}");
 }
+
+#[test]
+fn a_walk_over_the_header_map_keeps_the_first_value_of_each_header_the_plan_reads() {
+    // The map as a host hands it over: lower-case names, pseudo-headers first.
+    let map: &[(&[u8], &[u8])] = &[
+        (b":authority", b"mirror:5000"),
+        (b":path", b"/v2/library/alpine/manifests/3.19"),
+        (b":method", b"GET"),
+        (b":scheme", b"http"),
+        (b"user-agent", b"containerd/1.6"),
+        (b"x-forwarded-proto", b"https"),
+        (b"x-forwarded-proto", b"http"),
+        (b"authorization", b"Bearer t"),
+    ];
+    let mut headers = RequestHeaders::default();
+    for (name, value) in map {
+        headers.offer(name, value);
+    }
+    // (field, what it holds)
+    let rows: [(&str, &[u8], &[u8]); 5] = [
+        (":method", headers.method, b"GET"),
+        (":path", headers.path, b"/v2/library/alpine/manifests/3.19"),
+        (":authority", headers.authority, b"mirror:5000"),
+        (":scheme", headers.scheme, b"http"),
+        ("x-forwarded-proto, the first of two", headers.forwarded_proto, b"https"),
+    ];
+    for (field, held, expected) in rows {
+        assert_eq!(String::from_utf8_lossy(held), String::from_utf8_lossy(expected), "{field}");
+    }
+    let mut absent = RequestHeaders::default();
+    absent.offer(b"host", b"mirror:5000");
+    assert!(absent.authority.is_empty(), "host is not :authority: Envoy hands HTTP/1's Host over as :authority");
+}

@@ -287,40 +287,6 @@ impl HttpContext for MirrorRequest {
     }
 }
 
-/// The request parts the filter reads, as owned bytes.
-struct ReadHeaders {
-    method: Vec<u8>,
-    path: Vec<u8>,
-    authority: Vec<u8>,
-    scheme: Vec<u8>,
-    forwarded_proto: Vec<u8>,
-}
-
-impl ReadHeaders {
-    /// All five in one host call: each call that returns data costs about as much as the
-    /// whole header map does (BENCHMARKS.md, the profile).
-    fn read() -> Result<Self, HostError> {
-        let mut headers =
-            ReadHeaders { method: Vec::new(), path: Vec::new(), authority: Vec::new(), scheme: Vec::new(), forwarded_proto: Vec::new() };
-        for (name, value) in header_map(MapType::HttpRequestHeaders)? {
-            let slot = match name.as_str() {
-                ":method" => &mut headers.method,
-                ":path" => &mut headers.path,
-                ":authority" => &mut headers.authority,
-                ":scheme" => &mut headers.scheme,
-                "x-forwarded-proto" => &mut headers.forwarded_proto,
-                _ => continue,
-            };
-            *slot = value;
-        }
-        Ok(headers)
-    }
-
-    fn parts(&self) -> RequestHeaders<'_> {
-        RequestHeaders { method: &self.method, path: &self.path, authority: &self.authority, scheme: &self.scheme, forwarded_proto: &self.forwarded_proto }
-    }
-}
-
 impl MirrorRequest {
     fn handle_request(&mut self, plugin: &Plugin) -> Result<Action, HostError> {
         #[cfg(feature = "fault-injection")]
@@ -328,8 +294,14 @@ impl MirrorRequest {
             log(LogLevel::Warn, "fault injection: aborting the VM");
             std::process::abort();
         }
-        let headers = ReadHeaders::read()?;
-        let Some(shared) = plugin.select(&headers.authority) else {
+        // The whole map in one host call: each call that returns data costs about as much as the
+        // whole header map does (BENCHMARKS.md, the profile).
+        let map = header_map(MapType::HttpRequestHeaders)?;
+        let mut headers = RequestHeaders::default();
+        for (name, value) in &map {
+            headers.offer(name.as_bytes(), value);
+        }
+        let Some(shared) = plugin.select(headers.authority) else {
             log(LogLevel::Debug, "no _rules_ domain matches the request's host, and there is no global configuration: passed untouched");
             return Ok(Action::Continue);
         };
@@ -337,7 +309,7 @@ impl MirrorRequest {
         let shared: &Shared = shared;
         let config = shared.config();
         self.config = Some(config.clone());
-        let Plan { count, debug_line, debug_header, step } = plan(&config, &headers.parts(), debug_enabled());
+        let Plan { count, debug_line, debug_header, step } = plan(&config, &headers, debug_enabled());
         shared.metrics.count(count);
         if let Some(line) = &debug_line {
             log(LogLevel::Debug, line);

@@ -185,8 +185,11 @@ struct MirrorFilter {
 impl HttpFilter for MirrorFilter {
     fn on_request_headers(&mut self, envoy: &mut HttpFilterHandle<'_>, _end_of_stream: bool) -> HeadersStatus {
         let shared = self.shared.clone();
-        let authority = envoy.header(HeaderMap::Request, b":authority").unwrap_or_default();
-        let Some(index) = shared.selector.select(std::str::from_utf8(authority).unwrap_or("")) else {
+        // The whole map in two host calls, where each lookup by name builds a lower-case key
+        // and searches the map (BENCHMARKS.md, the module's profile).
+        let mut headers = RequestHeaders::default();
+        envoy.for_each_header(HeaderMap::Request, |name, value| headers.offer(name, value));
+        let Some(index) = shared.selector.select(std::str::from_utf8(headers.authority).unwrap_or("")) else {
             log(Level::Debug, "no _rules_ domain matches the request's host, and there is no global configuration: passed untouched");
             return HeadersStatus::Continue;
         };
@@ -194,17 +197,7 @@ impl HttpFilter for MirrorFilter {
             return HeadersStatus::Continue;
         };
         let config = discovery::read(&domain.config);
-        let Plan { count, debug_line, debug_header, step } = {
-            let header = |name: &[u8]| envoy.header(HeaderMap::Request, name).unwrap_or_default();
-            let headers = RequestHeaders {
-                method: header(b":method"),
-                path: header(b":path"),
-                authority,
-                scheme: header(b":scheme"),
-                forwarded_proto: header(b"x-forwarded-proto"),
-            };
-            plan(&config, &headers, envoy_log::enabled(Level::Debug))
-        };
+        let Plan { count, debug_line, debug_header, step } = plan(&config, &headers, envoy_log::enabled(Level::Debug));
         domain.metrics.count(envoy, count);
         if let Some(line) = &debug_line {
             log(Level::Debug, line);
@@ -285,7 +278,14 @@ impl HttpFilter for MirrorFilter {
             Look::Nothing => return HeadersStatus::Continue,
             Look::Status => forwarded.on_status(&config, envoy.header(HeaderMap::Response, b":status").unwrap_or_default()),
             Look::Challenges => {
-                let values = envoy.header_values(HeaderMap::Response, b"www-authenticate");
+                // One walk over the answer's few headers costs less than looking the name up
+                // (most answers have none, and the Vec then never allocates).
+                let mut values = Vec::new();
+                envoy.for_each_header(HeaderMap::Response, |name, value| {
+                    if name == b"www-authenticate" {
+                        values.push(value);
+                    }
+                });
                 if values.is_empty() {
                     return HeadersStatus::Continue;
                 }
@@ -298,9 +298,14 @@ impl HttpFilter for MirrorFilter {
         match answer {
             Answer::Untouched => HeadersStatus::Continue,
             Answer::Challenges(values) => {
-                envoy.remove_header(HeaderMap::Response, b"www-authenticate");
-                for value in &values {
-                    envoy.add_header(HeaderMap::Response, b"www-authenticate", value);
+                // Setting the first replaces every value; a second lookup to remove them first
+                // would cost as much again (most answers have one challenge).
+                for (index, value) in values.iter().enumerate() {
+                    if index == 0 {
+                        envoy.set_header(HeaderMap::Response, b"www-authenticate", value);
+                    } else {
+                        envoy.add_header(HeaderMap::Response, b"www-authenticate", value);
+                    }
                 }
                 metrics::increment(envoy, domain.metrics.challenges_rewritten);
                 HeadersStatus::Continue
