@@ -236,12 +236,9 @@ fn decide_token_request<'c>(
     // no project has.
     match select_registry(config, query, alias_registry, request.authority, false) {
         Ok(Some(selected)) => {
-            let scopes = scopes::rewrite_scopes(config, selected.registry, query.unwrap_or(""));
-            let mut path = String::with_capacity(TOKEN_PATH.len() + scopes.query.len());
-            path.push_str(TOKEN_PATH);
-            path.push_str(&scopes.query);
+            let scopes = scopes::rewrite_scopes(config, selected.registry, TOKEN_PATH, query.unwrap_or(""));
             Decision::Forward {
-                path: Some(path),
+                path: Some(scopes.path),
                 route: Route::Token { registry: selected.registry, by: selected.by, refused: scopes.refused },
             }
         }

@@ -121,13 +121,16 @@ fn is_digest(digest: &str) -> bool {
 /// Whether `name` is a repository name by the OCI distribution grammar, within
 /// [`MAX_NAME_LEN`]: `/`-separated components of `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_NAME_LEN && name.split('/').all(is_valid_component)
+    !name.is_empty() && name.len() <= MAX_NAME_LEN && name.as_bytes().split(|&b| b == b'/').all(is_valid_component_bytes)
 }
 
 /// Whether `component` is one path component of a repository name (also the grammar of a
 /// Harbor project name).
 pub fn is_valid_component(component: &str) -> bool {
-    let bytes = component.as_bytes();
+    is_valid_component_bytes(component.as_bytes())
+}
+
+fn is_valid_component_bytes(bytes: &[u8]) -> bool {
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     if !(bytes.first().is_some_and(alnum) && bytes.last().is_some_and(alnum)) {
         return false;
@@ -140,8 +143,9 @@ pub fn is_valid_component(component: &str) -> bool {
 
 /// The first component of a repository name and whether more components follow.
 pub fn first_component(name: &str) -> (&str, bool) {
-    match name.split_once('/') {
-        Some((first, _)) => (first, true),
+    // A byte search: `/` is ASCII, so where it is is a char boundary.
+    match name.bytes().position(|b| b == b'/').and_then(|at| name.get(..at)) {
+        Some(first) => (first, true),
         None => (name, false),
     }
 }

@@ -66,7 +66,8 @@ pub fn check(path: &str) -> Result<(), PathProblem> {
     let Some(after_root) = path.strip_prefix('/') else {
         return Err(PathProblem::NotAbsolute);
     };
-    let mut segments = after_root.split('/').peekable();
+    // Bytes, not chars: a byte search per segment, where `str::split` sets up a char searcher.
+    let mut segments = after_root.as_bytes().split(|&b| b == b'/').peekable();
     while let Some(segment) = segments.next() {
         if segment.is_empty() && segments.peek().is_some() {
             return Err(PathProblem::EmptySegment);
@@ -89,12 +90,11 @@ fn is_api_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b':' | b'+' | b'=')
 }
 
-fn check_segment(segment: &str) -> Result<(), PathProblem> {
+fn check_segment(bytes: &[u8]) -> Result<(), PathProblem> {
     // Escaped dots are refused as escapes below, so only literal dot segments are left.
-    if matches!(segment, "." | "..") {
+    if matches!(bytes, b"." | b"..") {
         return Err(PathProblem::DotSegment);
     }
-    let bytes = segment.as_bytes();
     let mut i = 0;
     while let Some(&byte) = bytes.get(i) {
         match byte {

@@ -82,18 +82,21 @@ pub(crate) fn percent_decode(value: &str) -> Option<Cow<'_, str>> {
     }
     let mut bytes = Vec::with_capacity(value.len());
     let mut rest = value.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        rest = tail;
-        match b {
-            b'+' => bytes.push(b' '),
-            b'%' => {
-                let (hex, tail) = rest.split_at_checked(2)?;
-                bytes.push(decode_hex_pair(hex)?);
-                rest = tail;
-            }
-            _ => bytes.push(b),
-        }
+    // The bytes between escapes go in whole.
+    while let Some(at) = rest.iter().position(|&b| b == b'%' || b == b'+') {
+        let (run, escape) = rest.split_at(at);
+        bytes.extend_from_slice(run);
+        let (&marker, tail) = escape.split_first()?;
+        rest = if marker == b'+' {
+            bytes.push(b' ');
+            tail
+        } else {
+            let (hex, tail) = tail.split_at_checked(2)?;
+            bytes.push(decode_hex_pair(hex)?);
+            tail
+        };
     }
+    bytes.extend_from_slice(rest);
     String::from_utf8(bytes).ok().map(Cow::Owned)
 }
 
@@ -115,15 +118,20 @@ pub fn encoded_key(query: &str) -> Option<&str> {
 /// as they are (Harbor and distribution read them either way); everything else is `%XX`.
 pub(crate) fn push_encoded(out: &mut String, value: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:/,".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
+    // Runs of bytes that stay as they are go in whole (a scope is mostly one run). A run is
+    // ASCII, so both its ends are char boundaries.
+    let mut run_start = 0;
+    for (i, b) in value.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'/' | b',') {
+            continue;
         }
+        out.push_str(value.get(run_start..i).unwrap_or_default());
+        out.push('%');
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+        run_start = i + 1;
     }
+    out.push_str(value.get(run_start..).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -162,6 +170,30 @@ mod tests {
         // A sign is not a hex digit, though from_str_radix takes one.
         assert_eq!(find_ns("ns=%+A"), Err(NsError::BadEncoding));
         assert_eq!(find_ns("ns=a%2"), Err(NsError::BadEncoding));
+    }
+
+    #[test]
+    fn decodes_and_encodes_values() {
+        // (value as sent, decoded, encoded again as the filter writes it)
+        let rows: [(&str, Option<&str>, &str); 8] = [
+            ("repository:library/alpine:pull", Some("repository:library/alpine:pull"), "repository:library/alpine:pull"),
+            ("repository%3Alibrary%2Falpine%3Apull", Some("repository:library/alpine:pull"), "repository:library/alpine:pull"),
+            ("a+b%20c", Some("a b c"), "a%20b%20c"),
+            ("%C3%A9t%C3%A9", Some("été"), "%C3%A9t%C3%A9"),
+            ("%", None, ""),
+            ("ab%2", None, ""),
+            ("%ff", None, ""),
+            ("", Some(""), ""),
+        ];
+        for (value, decoded, encoded) in rows {
+            let got = percent_decode(value);
+            assert_eq!(got.as_deref(), decoded, "decode {value:?}");
+            if let Some(decoded) = got {
+                let mut out = String::new();
+                push_encoded(&mut out, &decoded);
+                assert_eq!(out, encoded, "encode {decoded:?}");
+            }
+        }
     }
 
     #[test]

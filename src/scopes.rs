@@ -13,21 +13,23 @@ use crate::oci::ErrorCode;
 use crate::query;
 use crate::refusal::{Clipped, Refusal};
 
-/// A token request's query with its scopes mapped, and the scopes that were dropped.
+/// A token request's path with its scopes mapped, and the scopes that were dropped.
 #[derive(Debug)]
 pub struct ScopeRewrite {
-    /// The new query, with its leading `?`, or empty.
-    pub query: String,
+    /// The path the request was for, then the new query with its leading `?` (if any): the
+    /// new `:path`, built once.
+    pub path: String,
     /// Why each dropped scope was dropped.
     pub refused: Vec<Refusal>,
 }
 
-/// Maps every repository scope of a token request's `query` for `registry` and drops `ns`.
+/// Maps every repository scope of a token request's `query` for `registry` and drops `ns`;
+/// the result is the request's new path, `path` followed by the new query.
 ///
 /// Scopes may repeat and may hold space-separated lists; the result has one `scope` parameter
 /// per distinct scope, where the first `scope` was. Every other parameter keeps its bytes and
 /// place. A scope whose name the rules refuse is dropped: Harbor then grants nothing for it.
-pub fn rewrite_scopes(config: &Config, registry: &Registry, query: &str) -> ScopeRewrite {
+pub fn rewrite_scopes(config: &Config, registry: &Registry, path: &str, query: &str) -> ScopeRewrite {
     let mut scopes: Vec<String> = Vec::new();
     let mut refused = Vec::new();
     for value in query.split('&').filter_map(|pair| pair.strip_prefix("scope=")) {
@@ -46,7 +48,8 @@ pub fn rewrite_scopes(config: &Config, registry: &Registry, query: &str) -> Scop
             }
         }
     }
-    let mut out = String::with_capacity(query.len() + 32);
+    let mut out = String::with_capacity(path.len() + query.len() + 32);
+    out.push_str(path);
     let mut separator = '?';
     let mut scopes_written = false;
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
@@ -69,7 +72,7 @@ pub fn rewrite_scopes(config: &Config, registry: &Registry, query: &str) -> Scop
             }
         }
     }
-    ScopeRewrite { query: out, refused }
+    ScopeRewrite { path: out, refused }
 }
 
 /// Maps one `type:name:actions` scope. Scopes that are not about a repository, or that do not
