@@ -1,12 +1,14 @@
 //! The request's `:authority`: its host, as host routing and Higress's domain rules match it.
 
+use crate::ascii;
+
 /// The host of an `:authority` (`host[:port]`): without the port, and for an IPv6 literal
 /// (`[::1]:5000`) without the brackets.
 pub fn host(authority: &str) -> &str {
     if let Some(bracketed) = authority.strip_prefix('[') {
-        return bracketed.split_once(']').map_or(authority, |(host, _)| host);
+        return ascii::split_once(bracketed, b']').map_or(authority, |(host, _)| host);
     }
-    authority.split_once(':').map_or(authority, |(host, _)| host)
+    ascii::split_once(authority, b':').map_or(authority, |(host, _)| host)
 }
 
 #[cfg(test)]

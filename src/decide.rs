@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::ascii;
 use crate::authority;
 use crate::config::{Config, Registry};
 use crate::harbor::TOKEN_PATH;
@@ -159,7 +160,7 @@ impl SelectedBy {
 
 /// Decides what to do with one request.
 pub fn decide<'c>(config: &'c Config, request: &Request<'_>) -> Decision<'c> {
-    let (path, query) = match request.path.split_once('?') {
+    let (path, query) = match ascii::split_once(request.path, b'?') {
         Some((path, query)) => (path, Some(query)),
         None => (request.path, None),
     };
@@ -377,7 +378,7 @@ fn split_alias(path: &str) -> Option<(Option<&str>, &str)> {
     if is_api(path) {
         return Some((None, path));
     }
-    let (alias, _) = path.strip_prefix('/')?.split_once('/')?;
+    let (alias, _) = ascii::split_once(path.strip_prefix('/')?, b'/')?;
     let api_path = &path[1 + alias.len()..];
     is_api(api_path).then_some((Some(alias), api_path))
 }

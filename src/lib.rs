@@ -38,6 +38,7 @@
 //   config, wire                      the compiled configuration; its JSON form
 //   refusal, oci, path, query, authority, harbor, base64    grammar and text
 
+mod ascii;
 mod base64;
 pub mod authority;
 pub mod challenge;

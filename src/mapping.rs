@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::ascii;
 use crate::config::{Config, Registry};
 use crate::oci::{self, ErrorCode};
 use crate::refusal::Refusal;
@@ -33,7 +34,7 @@ impl fmt::Display for ClientName<'_> {
 }
 
 pub(crate) fn needs_library(registry: &Registry, name: &str) -> bool {
-    registry.is_docker_hub() && !name.contains('/')
+    registry.is_docker_hub() && !ascii::contains(name, b'/')
 }
 
 /// Where a client-visible name goes, for requests and token scopes alike.

@@ -3,6 +3,8 @@
 //! Everything here is hand-written string splitting: it runs on every request, so it stays off
 //! regexes and allocates nothing.
 
+use crate::ascii;
+
 /// The longest repository name a registry accepts (distribution's limit).
 pub const MAX_NAME_LEN: usize = 255;
 
@@ -40,8 +42,8 @@ pub fn parse_endpoint(after_v2: &str) -> Endpoint<'_> {
 
 fn split_repository(p: &str) -> Option<(&str, &str)> {
     const UPLOADS: &str = "/blobs/uploads";
-    let (head, reference) = p.rsplit_once('/')?;
-    let (name, kind) = head.rsplit_once('/').unwrap_or(("", head));
+    let (head, reference) = ascii::rsplit_once(p, b'/')?;
+    let (name, kind) = ascii::rsplit_once(head, b'/').unwrap_or(("", head));
     let is_kind = matches!(kind, "manifests" | "blobs" | "tags" | "referrers");
     if is_kind && !name.is_empty() && !reference.is_empty() {
         return Some((name, &p[name.len()..]));
@@ -89,11 +91,11 @@ pub fn check_endpoint(rest: &str) -> Result<(), EndpointProblem> {
     if rest.starts_with("/blobs/uploads/") {
         return Ok(());
     }
-    let Some((kind, reference)) = rest.strip_prefix('/').and_then(|rest| rest.split_once('/')) else {
+    let Some((kind, reference)) = rest.strip_prefix('/').and_then(|rest| ascii::split_once(rest, b'/')) else {
         return Err(EndpointProblem::Endpoint);
     };
     match kind {
-        "manifests" if !reference.contains(':') => is_tag(reference).then_some(()).ok_or(EndpointProblem::Tag),
+        "manifests" if !ascii::contains(reference, b':') => is_tag(reference).then_some(()).ok_or(EndpointProblem::Tag),
         "manifests" | "blobs" | "referrers" => is_digest(reference).then_some(()).ok_or(EndpointProblem::Digest),
         "tags" if reference == "list" => Ok(()),
         _ => Err(EndpointProblem::Endpoint),
@@ -109,7 +111,7 @@ fn is_tag(tag: &str) -> bool {
 
 /// `<algorithm>:<encoded>`: `[a-z0-9]+([+._-][a-z0-9]+)*` and `[a-zA-Z0-9=_-]+`.
 fn is_digest(digest: &str) -> bool {
-    let Some((algorithm, encoded)) = digest.split_once(':') else {
+    let Some((algorithm, encoded)) = ascii::split_once(digest, b':') else {
         return false;
     };
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -189,13 +191,13 @@ impl ErrorCode {
 
 /// Whether `path` (query allowed) is under the registry API: `/v2` or `/v2/...`.
 pub fn is_registry_path(path: &str) -> bool {
-    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    let path = ascii::split_once(path, b'?').map_or(path, |(path, _)| path);
     path == "/v2" || path.starts_with("/v2/")
 }
 
 /// The repository a `/v2/...` path (query allowed) is about, if it is a repository endpoint.
 pub fn repository_in(path: &str) -> Option<&str> {
-    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    let path = ascii::split_once(path, b'?').map_or(path, |(path, _)| path);
     match parse_endpoint(path.strip_prefix("/v2/")?) {
         Endpoint::Repository { name, .. } => Some(name),
         Endpoint::Ping | Endpoint::Other => None,

@@ -7,6 +7,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::ascii;
+
 const NS: &str = "ns";
 
 /// Why the `ns` parameter could not be read.
@@ -51,7 +53,7 @@ pub fn find_ns(query: &str) -> Result<Option<Cow<'_, str>>, NsError> {
 /// left. Every other parameter keeps its bytes and order.
 pub fn push_without_ns(out: &mut String, query: &str) {
     let mut separator = '?';
-    for pair in query.split('&').filter(|pair| !is_ns(pair)) {
+    for pair in ascii::split(query, b'&').filter(|pair| !is_ns(pair)) {
         out.push(separator);
         out.push_str(pair);
         separator = '&';
@@ -59,10 +61,7 @@ pub fn push_without_ns(out: &mut String, query: &str) {
 }
 
 fn ns_values(query: &str) -> impl Iterator<Item = &str> {
-    query
-        .split('&')
-        .filter(|pair| is_ns(pair))
-        .map(|pair| pair.split_once('=').map_or("", |(_, value)| value))
+    ascii::split(query, b'&').filter(|pair| is_ns(pair)).map(|pair| ascii::split_once(pair, b'=').map_or("", |(_, value)| value))
 }
 
 fn is_ns(pair: &str) -> bool {
@@ -71,7 +70,7 @@ fn is_ns(pair: &str) -> bool {
 
 /// The key of one `key=value` pair of a query (the whole pair if it has no `=`).
 pub(crate) fn key(pair: &str) -> &str {
-    pair.split_once('=').map_or(pair, |(key, _)| key)
+    ascii::split_once(pair, b'=').map_or(pair, |(key, _)| key)
 }
 
 /// Decodes a query value (`%XX` escapes, `+` for space); `None` if an escape is malformed or
@@ -111,7 +110,7 @@ pub(crate) fn decode_hex_pair(pair: &[u8]) -> Option<u8> {
 /// The first parameter name of `query` that is percent-encoded. Go decodes names too, so
 /// `sc%6Fpe=` is a `scope` to Harbor, and the filter would not have seen it as one.
 pub fn encoded_key(query: &str) -> Option<&str> {
-    query.split('&').map(key).find(|key| key.contains('%'))
+    ascii::split(query, b'&').map(key).find(|key| ascii::contains(key, b'%'))
 }
 
 /// Appends `value` percent-encoded for a query: unreserved characters and `:`, `/`, `,` stay

@@ -7,6 +7,8 @@
 
 use std::borrow::Cow;
 
+use crate::ascii;
+
 use crate::config::{Config, Registry};
 use crate::mapping::{map_name, Mapping};
 use crate::oci::ErrorCode;
@@ -32,12 +34,12 @@ pub struct ScopeRewrite {
 pub fn rewrite_scopes(config: &Config, registry: &Registry, path: &str, query: &str) -> ScopeRewrite {
     let mut scopes: Vec<String> = Vec::new();
     let mut refused = Vec::new();
-    for value in query.split('&').filter_map(|pair| pair.strip_prefix("scope=")) {
+    for value in ascii::split(query, b'&').filter_map(|pair| pair.strip_prefix("scope=")) {
         let Some(decoded) = query::percent_decode(value) else {
             refused.push(Refusal::new(400, ErrorCode::Unsupported, format!("scope {} is not valid percent-encoded UTF-8", Clipped(value))));
             continue;
         };
-        for scope in decoded.split(' ').filter(|scope| !scope.is_empty()) {
+        for scope in ascii::split(&decoded, b' ').filter(|scope| !scope.is_empty()) {
             match map_scope(config, registry, scope) {
                 Ok(mapped) => {
                     if !scopes.iter().any(|seen| *seen == mapped) {
@@ -52,7 +54,7 @@ pub fn rewrite_scopes(config: &Config, registry: &Registry, path: &str, query: &
     out.push_str(path);
     let mut separator = '?';
     let mut scopes_written = false;
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+    for pair in ascii::split(query, b'&').filter(|pair| !pair.is_empty()) {
         match query::key(pair) {
             "ns" => {}
             "scope" => {
@@ -78,14 +80,14 @@ pub fn rewrite_scopes(config: &Config, registry: &Registry, path: &str, query: &
 /// Maps one `type:name:actions` scope. Scopes that are not about a repository, or that do not
 /// have that shape, are Harbor's business and stay as they are.
 fn map_scope<'s>(config: &Config, registry: &Registry, scope: &'s str) -> Result<Cow<'s, str>, Refusal> {
-    let Some((kind, rest)) = scope.split_once(':') else {
+    let Some((kind, rest)) = ascii::split_once(scope, b':') else {
         return Ok(Cow::Borrowed(scope));
     };
-    let Some((name, actions)) = rest.rsplit_once(':') else {
+    let Some((name, actions)) = ascii::rsplit_once(rest, b':') else {
         return Ok(Cow::Borrowed(scope));
     };
     // `repository(plugin)` is a resource class on the same repository names.
-    if kind.split('(').next() != Some("repository") {
+    if ascii::split(kind, b'(').next() != Some("repository") {
         return Ok(Cow::Borrowed(scope));
     }
     match map_name(config, registry, name)? {
