@@ -145,9 +145,8 @@ fn is_valid_component_bytes(bytes: &[u8]) -> bool {
 
 /// The first component of a repository name and whether more components follow.
 pub fn first_component(name: &str) -> (&str, bool) {
-    // A byte search: `/` is ASCII, so where it is is a char boundary.
-    match name.bytes().position(|b| b == b'/').and_then(|at| name.get(..at)) {
-        Some(first) => (first, true),
+    match ascii::split_once(name, b'/') {
+        Some((first, _)) => (first, true),
         None => (name, false),
     }
 }
