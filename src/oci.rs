@@ -123,16 +123,13 @@ fn is_digest(digest: &str) -> bool {
 /// Whether `name` is a repository name by the OCI distribution grammar, within
 /// [`MAX_NAME_LEN`]: `/`-separated components of `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_NAME_LEN && name.as_bytes().split(|&b| b == b'/').all(is_valid_component_bytes)
+    !name.is_empty() && name.len() <= MAX_NAME_LEN && ascii::split(name, b'/').all(is_valid_component)
 }
 
 /// Whether `component` is one path component of a repository name (also the grammar of a
 /// Harbor project name).
 pub fn is_valid_component(component: &str) -> bool {
-    is_valid_component_bytes(component.as_bytes())
-}
-
-fn is_valid_component_bytes(bytes: &[u8]) -> bool {
+    let bytes = component.as_bytes();
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     if !(bytes.first().is_some_and(alnum) && bytes.last().is_some_and(alnum)) {
         return false;

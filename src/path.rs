@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use crate::ascii;
 use crate::query::decode_hex_pair;
 
 /// The longest registry API or token `:path` (query included) the filter forwards.
@@ -66,8 +67,7 @@ pub fn check(path: &str) -> Result<(), PathProblem> {
     let Some(after_root) = path.strip_prefix('/') else {
         return Err(PathProblem::NotAbsolute);
     };
-    // Bytes, not chars: a byte search per segment, where `str::split` sets up a char searcher.
-    let mut segments = after_root.as_bytes().split(|&b| b == b'/').peekable();
+    let mut segments = ascii::split(after_root, b'/').peekable();
     while let Some(segment) = segments.next() {
         if segment.is_empty() && segments.peek().is_some() {
             return Err(PathProblem::EmptySegment);
@@ -90,11 +90,12 @@ fn is_api_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b':' | b'+' | b'=')
 }
 
-fn check_segment(bytes: &[u8]) -> Result<(), PathProblem> {
+fn check_segment(segment: &str) -> Result<(), PathProblem> {
     // Escaped dots are refused as escapes below, so only literal dot segments are left.
-    if matches!(bytes, b"." | b"..") {
+    if matches!(segment, "." | "..") {
         return Err(PathProblem::DotSegment);
     }
+    let bytes = segment.as_bytes();
     let mut i = 0;
     while let Some(&byte) = bytes.get(i) {
         match byte {
