@@ -56,38 +56,54 @@ start_mirror disc_down "$(discover_config "$DISCDOWN")" "http://$DISCDOWN"
 start_mirror disc_badrobot "$(discover_config "$DISC" '{"username": "robot$mirror", "password": "wrong"}')" "http://$DISC"
 DISCOVERY_PIDS+=("$PID_disc_anon" "$PID_disc_managed" "$PID_disc_down" "$PID_disc_badrobot")
 
-# discovered MIRROR PATH STATUS SECONDS: waits until GET PATH through MIRROR answers STATUS five
-# times in a row. Each try is a new connection, so the streak spans Envoy's workers: with the wasm
-# filter every worker's VM adopts a new mapping on its own tick, and one worker's answer says
-# nothing of the others'.
-discovered() {
-  local deadline=$((SECONDS + $4)) status streak=0
-  while :; do
-    status=$(curl -s -o "$WORK/body" -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$1$2")
-    if [ "$status" = "$3" ]; then
-      streak=$((streak + 1))
-      [ $streak -ge 5 ] && { echo "ok: GET $2 through $1 = $3, five times in a row"; return 0; }
-      sleep 0.2
-      continue
-    fi
+# five_in_a_row SECONDS CMD...: until CMD succeeds five times in a row, at most SECONDS. Each
+# try is a new connection, so the streak spans Envoy's workers: with the wasm filter every
+# worker's VM adopts a new mapping on its own tick, and one worker's answer says nothing of the
+# others'.
+five_in_a_row() {
+  local deadline=$((SECONDS + $1)) streak=0
+  shift
+  while [ $streak -lt 5 ]; do
+    if "$@"; then streak=$((streak + 1)); sleep 0.2; continue; fi
     streak=0
-    [ $SECONDS -lt "$deadline" ] || { echo "FAIL: GET $2 through $1 is $status after ${4}s, not $3: $(cat "$WORK/body")"; return 1; }
+    [ $SECONDS -lt "$deadline" ] || return 1
     sleep 0.5
   done
 }
 
+# answers MIRROR PATH STATUS: GET PATH through MIRROR answers STATUS (body in $WORK/body, the
+# status in ANSWERED).
+answers() {
+  ANSWERED=$(curl -s -o "$WORK/body" -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$1$2")
+  [ "$ANSWERED" = "$3" ]
+}
+
+# routes MIRROR: the mirror routes by a mapping (a pull is not answered 503; the status in ANSWERED).
+routes() {
+  ANSWERED=$(curl -s -o /dev/null -w '%{http_code}' "http://$1/v2/library/alpine/manifests/3.19")
+  [ "$ANSWERED" != 503 ]
+}
+
+# discovered MIRROR PATH STATUS SECONDS: waits until GET PATH through MIRROR answers STATUS, five
+# times in a row.
+discovered() {
+  if five_in_a_row "$4" answers "$1" "$2" "$3"; then
+    echo "ok: GET $2 through $1 = $3, five times in a row"
+  else
+    echo "FAIL: GET $2 through $1 is $ANSWERED after ${4}s, not $3: $(cat "$WORK/body")"
+    return 1
+  fi
+}
+
 # wait_discovered MIRROR SECONDS: waits until the mirror routes by a mapping (no more 503), five
-# times in a row (every worker, as discovered does).
+# times in a row.
 wait_discovered() {
-  local deadline=$((SECONDS + $2)) status streak=0
-  while [ $streak -lt 5 ]; do
-    status=$(curl -s -o /dev/null -w '%{http_code}' "http://$1/v2/library/alpine/manifests/3.19")
-    if [ "$status" != 503 ]; then streak=$((streak + 1)); sleep 0.2; continue; fi
-    streak=0
-    [ $SECONDS -lt "$deadline" ] || { echo "FAIL: $1 still answers 503 after ${2}s"; return 1; }
-    sleep 0.5
-  done
-  echo "ok: $1 routes by a discovered mapping ($status)"
+  if five_in_a_row "$2" routes "$1"; then
+    echo "ok: $1 routes by a discovered mapping ($ANSWERED)"
+  else
+    echo "FAIL: $1 still answers 503 after ${2}s"
+    return 1
+  fi
 }
 
 stat_of() { # stat_of ADMIN NAME: one of the front's stats (NAME without wasmcustom.)
