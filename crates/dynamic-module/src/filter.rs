@@ -135,11 +135,6 @@ impl HttpFilterHandle<'_> {
         self.header_at(map, name, 0).0
     }
 
-    /// How many values header `name` has in `map`.
-    pub fn header_count(&self, map: HeaderMap, name: &[u8]) -> usize {
-        self.header_at(map, name, 0).1
-    }
-
     fn header_at(&self, map: HeaderMap, name: &[u8], index: usize) -> (Option<&[u8]>, usize) {
         let mut value = abi::EnvoyBuffer::NULL;
         let mut count = 0usize;
