@@ -7,7 +7,7 @@ use crate::ascii;
 use crate::authority;
 use crate::config::{Config, Registry};
 use crate::harbor::TOKEN_PATH;
-use crate::mapping::{map_name, ClientName, HarborName, Mapping, Rule};
+use crate::names::{map_name, ClientName, HarborName, Mapped, Rule};
 use crate::oci::{self, Endpoint, ErrorCode};
 use crate::path;
 use crate::query;
@@ -309,12 +309,12 @@ impl RepositoryRequest<'_> {
         let Selected { registry, by } = selected;
         let (target, rule) = match map_name(config, registry, self.name) {
             Err(refusal) => return Decision::Refuse(refusal),
-            Ok(Mapping::Prefixed) => {
+            Ok(Mapped::Prefixed) => {
                 let has_ns = by == SelectedBy::Ns;
                 let path = (self.aliased || has_ns).then(|| self.path(&HarborName::Unchanged(self.name)));
                 return Decision::Forward { path, route: Route::Prefixed };
             }
-            Ok(Mapping::To(target, rule)) => (target, rule),
+            Ok(Mapped::To(target, rule)) => (target, rule),
         };
         if config.read_only && !matches!(self.method, "GET" | "HEAD") {
             return refuse(

@@ -34,7 +34,7 @@
 //   discovery                         the mapping read from Harbor's API
 //   decide                            one request's decision
 //   scopes, challenge                 token scopes (pass-through); WWW-Authenticate
-//   mapping                           a client's name to Harbor's
+//   names                             a client's name to Harbor's
 //   config, wire                      the compiled configuration; its JSON form
 //   refusal, oci, path, query, authority, harbor, base64    grammar and text
 
@@ -50,7 +50,7 @@ pub mod exchange;
 pub mod harbor;
 pub mod higress;
 pub mod managed;
-pub mod mapping;
+pub mod names;
 pub mod oci;
 pub mod path;
 pub mod query;
@@ -62,5 +62,5 @@ mod wire;
 pub use config::{Config, ConfigError};
 pub use decide::{decide, Decision, Request, Route, SelectedBy};
 pub use higress::PluginConfig;
-pub use mapping::Rule;
+pub use names::Rule;
 pub use refusal::Refusal;

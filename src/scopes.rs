@@ -3,14 +3,14 @@
 //!
 //! docker, podman and skopeo ask for `repository:<their own name>:pull`, ignoring the scope of
 //! Harbor's challenge; Harbor would grant nothing on the proxy project for that name. The scope
-//! is mapped with the very rules that map request paths ([`crate::mapping`]).
+//! is mapped with the very rules that map request paths ([`crate::names`]).
 
 use std::borrow::Cow;
 
 use crate::ascii;
 
 use crate::config::{Config, Registry};
-use crate::mapping::{map_name, Mapping};
+use crate::names::{map_name, Mapped};
 use crate::oci::ErrorCode;
 use crate::query;
 use crate::refusal::{Clipped, Refusal};
@@ -91,8 +91,8 @@ fn map_scope<'s>(config: &Config, registry: &Registry, scope: &'s str) -> Result
         return Ok(Cow::Borrowed(scope));
     }
     match map_name(config, registry, name)? {
-        Mapping::Prefixed => Ok(Cow::Borrowed(scope)),
-        Mapping::To(target, _) => {
+        Mapped::Prefixed => Ok(Cow::Borrowed(scope)),
+        Mapped::To(target, _) => {
             let mut mapped = String::with_capacity(kind.len() + target.len() + actions.len() + 2);
             mapped.push_str(kind);
             mapped.push(':');

@@ -9,7 +9,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use harbor_mirror_core::managed::cache::CacheEntry;
 use harbor_mirror_core::managed::fetch::{Action, Fetches, Step};
-use harbor_mirror_core::managed::grant::Grant;
+use harbor_mirror_core::harbor::Grant;
 
 mod common;
 

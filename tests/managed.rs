@@ -6,9 +6,8 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use harbor_mirror_core::managed::cache::CacheEntry;
-use harbor_mirror_core::managed::grant::{
-    judge_answer, managed_token_path, parse_grant, refused_robot_token, FetchFailure, Grant, HarborClaims, CREDENTIALS_BACKOFF_SECS,
-};
+use harbor_mirror_core::harbor::{parse_grant, Grant, HarborClaims};
+use harbor_mirror_core::managed::grant::{judge_answer, managed_token_path, refused_robot_token, FetchFailure, CREDENTIALS_BACKOFF_SECS};
 mod common;
 
 use common::Expect::*;

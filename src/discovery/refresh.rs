@@ -7,9 +7,8 @@
 //! token service refuses them without a scope: 401); the pages of `GET /api/v2.0/projects`
 //! filtered to proxy-cache projects; then each project's summary, for its upstream.
 
-use crate::harbor::{HARBOR_SERVICE, TOKEN_PATH};
+use crate::harbor::{parse_grant, HarborClaims, HARBOR_SERVICE, TOKEN_PATH};
 use crate::managed::fetch::CallId;
-use crate::managed::grant::{parse_grant, HarborClaims};
 use crate::oci;
 
 use super::mapping::{self, Built, Project, Upstream};

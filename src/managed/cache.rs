@@ -2,10 +2,11 @@
 //! token or a remembered refusal of the robot's credentials, each with the time it holds until.
 
 use crate::config::Managed;
+use crate::harbor::Grant;
 use crate::oci::ErrorCode;
 use crate::refusal::Refusal;
 
-use super::grant::{FetchFailure, Grant, CREDENTIALS_BACKOFF_SECS};
+use super::grant::{FetchFailure, CREDENTIALS_BACKOFF_SECS};
 
 /// The shared-data key of the cached token for `project`, per Harbor and robot so that a
 /// configuration change never reuses another account's token.

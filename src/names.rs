@@ -39,7 +39,7 @@ pub(crate) fn needs_library(registry: &Registry, name: &str) -> bool {
 
 /// Where a client-visible name goes, for requests and token scopes alike.
 #[derive(Debug)]
-pub(crate) enum Mapping<'c, 'n> {
+pub(crate) enum Mapped<'c, 'n> {
     /// The name is already under a configured or passthrough project: left as it is.
     Prefixed,
     /// The name goes to this Harbor repository, by this rule.
@@ -86,12 +86,12 @@ impl HarborName<'_, '_> {
 
 /// Maps a client-visible repository name for `registry`: already-prefixed names stay, then
 /// deny, allow, the first matching rewrite rule, and the registry's project.
-pub(crate) fn map_name<'c, 'n>(config: &'c Config, registry: &'c Registry, name: &'n str) -> Result<Mapping<'c, 'n>, Refusal> {
+pub(crate) fn map_name<'c, 'n>(config: &'c Config, registry: &'c Registry, name: &'n str) -> Result<Mapped<'c, 'n>, Refusal> {
     if let Err(why) = check_name(name) {
         return Err(Refusal::new(400, ErrorCode::NameInvalid, format!("invalid repository name: {why}")));
     }
     if config.is_under_project(name) {
-        return Ok(Mapping::Prefixed);
+        return Ok(Mapped::Prefixed);
     }
     let library = needs_library(registry, name);
     let client_name: Cow<'_, str> = if library { Cow::Owned(format!("library/{name}")) } else { Cow::Borrowed(name) };
@@ -125,7 +125,7 @@ pub(crate) fn map_name<'c, 'n>(config: &'c Config, registry: &'c Registry, name:
         },
     };
     check_target(config, registry, client_name, &target, rule)?;
-    Ok(Mapping::To(target, rule))
+    Ok(Mapped::To(target, rule))
 }
 
 fn check_target(config: &Config, registry: &Registry, client_name: &str, target: &HarborName<'_, '_>, rule: Rule) -> Result<(), Refusal> {
