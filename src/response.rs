@@ -51,9 +51,9 @@ pub enum Look {
     Challenges,
 }
 
-/// What to do with the answer.
+/// What to change of the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub enum Edit {
     /// Leave it as it is.
     Untouched,
     /// Replace the `WWW-Authenticate` values, in order, by these (the ones not rewritten keep
@@ -97,25 +97,25 @@ impl Forwarded {
     }
 
     /// Managed mode, with the answer's `:status`.
-    pub fn on_status(&self, config: &Config, status: &[u8]) -> Answer {
+    pub fn on_status(&self, config: &Config, status: &[u8]) -> Edit {
         let (Some(managed), Some(token)) = (&config.auth.managed, &self.robot_token) else {
-            return Answer::Untouched;
+            return Edit::Untouched;
         };
         if status != b"401" {
-            return Answer::Untouched;
+            return Edit::Untouched;
         }
         let Some(repository) = oci::repository_in(&self.path) else {
-            return Answer::Untouched;
+            return Edit::Untouched;
         };
         let project = oci::first_component(repository).0;
-        Answer::RefuseRobotToken { project: project.to_owned(), refusal: grant::refused_robot_token(token, &managed.username, project) }
+        Edit::RefuseRobotToken { project: project.to_owned(), refusal: grant::refused_robot_token(token, &managed.username, project) }
     }
 
     /// Pass-through mode, with the answer's `WWW-Authenticate` values in order (none when it
     /// has none). Values that are not UTF-8 or do not parse stay as they are.
-    pub fn on_challenges(&self, config: &Config, values: &[&[u8]]) -> Answer {
+    pub fn on_challenges(&self, config: &Config, values: &[&[u8]]) -> Edit {
         if config.auth.managed.is_some() || !config.auth.rewrite_tokens || values.is_empty() {
-            return Answer::Untouched;
+            return Edit::Untouched;
         }
         let bearer_scope = self
             .mapped
@@ -131,13 +131,13 @@ impl Forwarded {
         let rewritten: Vec<Option<String>> =
             values.iter().map(|value| std::str::from_utf8(value).ok().and_then(|value| challenge::rewrite(value, &target))).collect();
         if rewritten.iter().all(Option::is_none) {
-            return Answer::Untouched;
+            return Edit::Untouched;
         }
         let values = values
             .iter()
             .zip(rewritten)
             .map(|(original, new)| new.map_or_else(|| original.to_vec(), String::into_bytes))
             .collect();
-        Answer::Challenges(values)
+        Edit::Challenges(values)
     }
 }

@@ -7,7 +7,7 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use harbor_mirror_core::discovery::mapping::{build, registry_key, Project, Upstream};
-use harbor_mirror_core::discovery::refresh::{Action, Answer, Refresh};
+use harbor_mirror_core::discovery::refresh::{ApiAnswer, Refresh, Step};
 use harbor_mirror_core::discovery::{should_refresh, Lease, Mapping, Published, LEASE_SECS};
 use harbor_mirror_core::{decide, Config, Decision, Request};
 
@@ -206,19 +206,19 @@ fn a_refresh_reads_what_harbor_gives_and_publishes_or_fails() {
                 break;
             }
             report.row(&row, Ok(()));
-            if !matches!(actions.first(), Some(Action::Dispatch { .. })) {
+            if !matches!(actions.first(), Some(Step::Dispatch { .. })) {
                 break;
             }
             let call = u64::try_from(at).unwrap_or(0) + 100;
             let _ = refresh.dispatched(Ok(call));
             let token_body;
             let answer = match *reply {
-                Reply::Ok(body, next_link, total) => Answer { status: Some(200), body: body.as_bytes(), next_link, total },
-                Reply::Status(status) => Answer { status: Some(status), body: b"", next_link: false, total: None },
-                Reply::Timeout => Answer { status: None, body: b"", next_link: false, total: None },
+                Reply::Ok(body, next_link, total) => ApiAnswer { status: Some(200), body: body.as_bytes(), next_link, total },
+                Reply::Status(status) => ApiAnswer { status: Some(status), body: b"", next_link: false, total: None },
+                Reply::Timeout => ApiAnswer { status: None, body: b"", next_link: false, total: None },
                 Reply::Token(robot) => {
                     token_body = token_answer(if robot { &robot_token } else { &anonymous_token });
-                    Answer { status: Some(200), body: &token_body, next_link: false, total: None }
+                    ApiAnswer { status: Some(200), body: &token_body, next_link: false, total: None }
                 }
             };
             // An answer to another call changes nothing.
@@ -240,12 +240,12 @@ fn a_refresh_that_cannot_dispatch_fails_and_one_runs_at_a_time() {
     report.eq("idle", refresh.is_running(), false);
 }
 
-fn summary(actions: &[Action]) -> String {
+fn summary(actions: &[Step]) -> String {
     match actions.first() {
-        Some(Action::Dispatch { path }) => path.clone(),
-        Some(Action::Publish(built)) if built.warnings.is_empty() => format!("publish {}", built.mapping),
-        Some(Action::Publish(built)) => format!("publish {} ({})", built.mapping, built.warnings.join("; ")),
-        Some(Action::Failed(message)) => format!("failed: {message}"),
+        Some(Step::Dispatch { path }) => path.clone(),
+        Some(Step::Publish(built)) if built.warnings.is_empty() => format!("publish {}", built.mapping),
+        Some(Step::Publish(built)) => format!("publish {} ({})", built.mapping, built.warnings.join("; ")),
+        Some(Step::Failed(message)) => format!("failed: {message}"),
         None => "nothing".to_owned(),
     }
 }

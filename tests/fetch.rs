@@ -8,7 +8,7 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use harbor_mirror_core::managed::cache::CacheEntry;
-use harbor_mirror_core::managed::fetch::{Action, Fetches, Step};
+use harbor_mirror_core::managed::fetch::{Command, Fetches, Lookup};
 use harbor_mirror_core::harbor::Grant;
 
 mod common;
@@ -179,7 +179,7 @@ fn every_race_comes_to_what_the_scenario_says() {
 
 #[test]
 fn calls_of_the_configuration_outlive_requests() {
-    run_scenarios("configuration call scenarios", CONFIGURATION_CALL_SCENARIOS, Fetches::with_calls_of_the_configuration);
+    run_scenarios("configuration call scenarios", CONFIGURATION_CALL_SCENARIOS, Fetches::with_calls_of_the_plugin);
 }
 
 fn run_scenarios(table: &str, scenarios: &[Scenario], new: fn() -> Fetches) {
@@ -193,7 +193,7 @@ fn run_scenarios(table: &str, scenarios: &[Scenario], new: fn() -> Fetches) {
                 Request(id, repository, cache) => {
                     let value = cache_value(cache);
                     let entry = value.as_deref().and_then(|value| CacheEntry::decode(value.as_bytes()));
-                    step_summary(&fetches.on_request(id, repository, entry, NOW))
+                    lookup_summary(&fetches.on_request(id, repository, entry, NOW))
                 }
                 Dispatched(project, call) => summary(&fetches.dispatched(project, call.ok_or_else(|| "no route to harbor".to_owned()))),
                 Answer(call, status, body) => {
@@ -225,7 +225,7 @@ fn resumed_requests_keep_their_token_until_they_end() {
     let _ = fetches.dispatched("dockerhub-private", Ok(7));
     let token = harbor_token(Some("robot$mirror"), PULL_PRIVATE);
     let actions = fetches.on_answer(managed, 7, Some(200), &token_answer(&token), NOW);
-    report.check("resumed", actions.iter().any(|a| matches!(a, Action::Resume { requests, .. } if requests == &[1])), format_args!("{actions:?}"));
+    report.check("resumed", actions.iter().any(|a| matches!(a, Command::Resume { requests, .. } if requests == &[1])), format_args!("{actions:?}"));
     report.eq("the token request 1 went with", fetches.resumed_with(1), Some(token.as_str()));
     report.eq("another request", fetches.resumed_with(2), None);
     fetches.on_request_end(1);
@@ -262,24 +262,24 @@ fn cache_value(cache: Cache) -> Option<String> {
     }
 }
 
-fn step_summary(step: &Step) -> String {
-    match step {
-        Step::Forward { token } => format!("forward {token}"),
-        Step::Refuse(refusal) => format!("refuse {}", refusal.status),
-        Step::Wait => "wait".to_owned(),
-        Step::Dispatch(call) => format!("dispatch {}", call.project),
+fn lookup_summary(lookup: &Lookup) -> String {
+    match lookup {
+        Lookup::Token { token } => format!("forward {token}"),
+        Lookup::Refused(refusal) => format!("refuse {}", refusal.status),
+        Lookup::Wait => "wait".to_owned(),
+        Lookup::Fetch(call) => format!("dispatch {}", call.project),
     }
 }
 
-/// Actions as the adapter executes them: `dispatch P`, `store P token|failure`, `resume 1,2`,
+/// Commands as the driver carries them out: `dispatch P`, `store P token|failure`, `resume 1,2`,
 /// `refuse 1,2 STATUS`, `failed P`, joined by `; `.
-fn summary(actions: &[Action]) -> String {
+fn summary(actions: &[Command]) -> String {
     let ids = |requests: &[u32]| requests.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let parts: Vec<String> = actions
         .iter()
         .map(|action| match action {
-            Action::Dispatch(call) => format!("dispatch {}", call.project),
-            Action::Store { project, value } => {
+            Command::Dispatch(call) => format!("dispatch {}", call.project),
+            Command::Store { project, value } => {
                 let kind = match CacheEntry::decode(value.as_bytes()) {
                     Some(CacheEntry::Token { .. }) => "token",
                     Some(CacheEntry::Failure { .. }) => "failure",
@@ -287,9 +287,9 @@ fn summary(actions: &[Action]) -> String {
                 };
                 format!("store {project} {kind}")
             }
-            Action::Resume { requests, .. } => format!("resume {}", ids(requests)),
-            Action::Refuse { requests, refusal } => format!("refuse {} {}", ids(requests), refusal.status),
-            Action::Failed { project, .. } => format!("failed {project}"),
+            Command::Resume { requests, .. } => format!("resume {}", ids(requests)),
+            Command::Refuse { requests, refusal } => format!("refuse {} {}", ids(requests), refusal.status),
+            Command::Failed { project, .. } => format!("failed {project}"),
         })
         .collect();
     parts.join("; ")

@@ -6,7 +6,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use harbor_mirror_core::response::{Answer, Forwarded, Look};
+use harbor_mirror_core::response::{Edit, Forwarded, Look};
 use harbor_mirror_core::{decide, Config, Decision, Request};
 
 mod common;
@@ -65,8 +65,8 @@ fn pass_through_points_challenges_back_at_the_mirror() {
         report.eq(format_args!("{name}: what is read"), forwarded.look(&config), Look::Challenges);
         let values: Vec<&[u8]> = challenges.iter().map(|c| c.as_bytes()).collect();
         let want = match want {
-            Some(values) => Answer::Challenges(values.iter().map(|v| v.as_bytes().to_vec()).collect()),
-            None => Answer::Untouched,
+            Some(values) => Edit::Challenges(values.iter().map(|v| v.as_bytes().to_vec()).collect()),
+            None => Edit::Untouched,
         };
         report.eq(name, forwarded.on_challenges(&config, &values), want);
     }
@@ -92,12 +92,12 @@ fn managed_mode_answers_harbors_401_to_the_robots_token_itself() {
         let forwarded = forwarded(&config, "GET", path, "http", token.clone());
         report.eq(format_args!("{name}: what is read"), forwarded.look(&config), *look);
         let got = match forwarded.on_status(&config, status) {
-            Answer::RefuseRobotToken { project, refusal } => {
+            Edit::RefuseRobotToken { project, refusal } => {
                 let named = refusal.message.contains("robot$mirror") && refusal.message.contains(&format!("project {project}"));
                 report.check(format_args!("{name}: the message names robot and project"), named, &refusal.message);
                 Some((refusal.status, refusal.code.as_str()))
             }
-            Answer::Untouched => None,
+            Edit::Untouched => None,
             other => panic!("{name}: {other:?}"),
         };
         report.eq(name, got, *want);
@@ -110,5 +110,5 @@ fn with_token_handling_off_nothing_is_read() {
     let forwarded = forwarded(&config, "GET", "/v2/library/alpine/manifests/3.19", "http", None);
     let mut report = Report::new("token handling off");
     report.eq("what is read", forwarded.look(&config), Look::Nothing);
-    report.eq("a challenge", forwarded.on_challenges(&config, &[BEARER.as_bytes()]), Answer::Untouched);
+    report.eq("a challenge", forwarded.on_challenges(&config, &[BEARER.as_bytes()]), Edit::Untouched);
 }

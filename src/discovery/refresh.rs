@@ -1,4 +1,4 @@
-//! One refresh of the discovered mapping, as a state machine without I/O: the adapter reports
+//! One refresh of the discovered mapping, as a state machine without I/O: the driver reports
 //! each call it dispatched and Harbor's answer, and dispatches what comes back, until the
 //! refresh publishes a mapping or fails (and the last good mapping stays).
 //!
@@ -8,7 +8,7 @@
 //! filtered to proxy-cache projects; then each project's summary, for its upstream.
 
 use crate::harbor::{parse_grant, HarborClaims, HARBOR_SERVICE, TOKEN_PATH};
-use crate::managed::fetch::CallId;
+use crate::host::CallId;
 use crate::oci;
 
 use super::mapping::{self, Built, Project, Upstream};
@@ -19,9 +19,9 @@ pub const PAGE_SIZE: u32 = 100;
 /// Pages read at most (10,000 projects): a refresh ends.
 const MAX_PAGES: u32 = 100;
 
-/// What the adapter does next.
+/// What the driver does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Step {
     /// Send Harbor `GET <path>` through `discover.cluster` (with the robot's Basic credentials
     /// if there are any), then report it with [`Refresh::dispatched`].
     Dispatch {
@@ -34,9 +34,9 @@ pub enum Action {
     Failed(String),
 }
 
-/// Harbor's answer to a call, as far as the refresh reads it.
+/// Harbor's answer to an API call, as far as the refresh reads it.
 #[derive(Debug, Clone, Copy)]
-pub struct Answer<'a> {
+pub struct ApiAnswer<'a> {
     /// `:status`; `None` when Harbor did not answer (timeout, connection failure).
     pub status: Option<u32>,
     /// The body.
@@ -60,7 +60,7 @@ enum State {
     Summaries { call: Option<CallId>, current: Project, todo: Vec<Project>, done: Vec<(Project, Upstream)>, warnings: Vec<String> },
 }
 
-/// One VM's refresh, if it is running one.
+/// One plugin instance's refresh, if it is running one.
 #[derive(Debug, Default)]
 pub struct Refresh {
     state: State,
@@ -74,22 +74,22 @@ impl Refresh {
 
     /// Starts a refresh; `robot` is the account of the API calls, if any. Does nothing while one
     /// runs.
-    pub fn start(&mut self, robot: Option<&str>) -> Vec<Action> {
+    pub fn start(&mut self, robot: Option<&str>) -> Vec<Step> {
         if self.is_running() {
             return Vec::new();
         }
         match robot {
             Some(robot) => {
                 self.state = State::Credentials { call: None, robot: robot.to_owned() };
-                vec![Action::Dispatch { path: format!("{TOKEN_PATH}?service={HARBOR_SERVICE}") }]
+                vec![Step::Dispatch { path: format!("{TOKEN_PATH}?service={HARBOR_SERVICE}") }]
             }
             None => self.list(1, 0, Vec::new()),
         }
     }
 
-    /// The adapter dispatched the call the last action asked for (`Ok`, its id) or could not
+    /// The driver dispatched the call the last action asked for (`Ok`, its id) or could not
     /// (`Err`, why).
-    pub fn dispatched(&mut self, result: Result<CallId, String>) -> Vec<Action> {
+    pub fn dispatched(&mut self, result: Result<CallId, String>) -> Vec<Step> {
         match result {
             Ok(id) => {
                 if let State::Credentials { call, .. } | State::Listing { call, .. } | State::Summaries { call, .. } = &mut self.state {
@@ -102,7 +102,7 @@ impl Refresh {
     }
 
     /// Harbor answered call `call`. Nothing for a call this refresh did not make.
-    pub fn on_answer(&mut self, call: CallId, answer: Answer<'_>) -> Vec<Action> {
+    pub fn on_answer(&mut self, call: CallId, answer: ApiAnswer<'_>) -> Vec<Step> {
         let ours = match &self.state {
             State::Credentials { call: c, .. } | State::Listing { call: c, .. } | State::Summaries { call: c, .. } => *c == Some(call),
             State::Idle => false,
@@ -118,7 +118,7 @@ impl Refresh {
         }
     }
 
-    fn on_credentials(&mut self, robot: &str, answer: Answer<'_>) -> Vec<Action> {
+    fn on_credentials(&mut self, robot: &str, answer: ApiAnswer<'_>) -> Vec<Step> {
         let refused = || format!("harbor refused the robot credentials of discover.robot (or auth.robot), {robot}: check the username and password");
         match answer.status {
             Some(200) => {
@@ -133,7 +133,7 @@ impl Refresh {
         }
     }
 
-    fn on_page(&mut self, page: u32, seen: u64, mut proxies: Vec<Project>, answer: Answer<'_>) -> Vec<Action> {
+    fn on_page(&mut self, page: u32, seen: u64, mut proxies: Vec<Project>, answer: ApiAnswer<'_>) -> Vec<Step> {
         if answer.status != Some(200) {
             return self.fail(failure(&format!("page {page} of the project list"), answer.status));
         }
@@ -154,7 +154,7 @@ impl Refresh {
         self.next_summary(proxies, Vec::new(), Vec::new())
     }
 
-    fn on_summary(&mut self, current: Project, todo: Vec<Project>, mut done: Vec<(Project, Upstream)>, mut warnings: Vec<String>, answer: Answer<'_>) -> Vec<Action> {
+    fn on_summary(&mut self, current: Project, todo: Vec<Project>, mut done: Vec<(Project, Upstream)>, mut warnings: Vec<String>, answer: ApiAnswer<'_>) -> Vec<Step> {
         match answer.status {
             Some(200) => match mapping::read_summary(answer.body) {
                 Ok(Some(upstream)) => done.push((current, upstream)),
@@ -168,19 +168,19 @@ impl Refresh {
         self.next_summary(todo, done, warnings)
     }
 
-    fn list(&mut self, page: u32, seen: u64, proxies: Vec<Project>) -> Vec<Action> {
+    fn list(&mut self, page: u32, seen: u64, proxies: Vec<Project>) -> Vec<Step> {
         self.state = State::Listing { call: None, page, seen, proxies };
         // `q=registry_id=[1~]`: proxy-cache projects only, where Harbor knows the key.
         let path = format!("/api/v2.0/projects?page={page}&page_size={PAGE_SIZE}&with_detail=false&q=registry_id%3D%5B1~%5D");
-        vec![Action::Dispatch { path }]
+        vec![Step::Dispatch { path }]
     }
 
-    fn next_summary(&mut self, mut todo: Vec<Project>, done: Vec<(Project, Upstream)>, warnings: Vec<String>) -> Vec<Action> {
+    fn next_summary(&mut self, mut todo: Vec<Project>, done: Vec<(Project, Upstream)>, warnings: Vec<String>) -> Vec<Step> {
         if todo.is_empty() {
             self.state = State::Idle;
             let mut built = mapping::build(&done);
             built.warnings.splice(0..0, warnings);
-            return vec![Action::Publish(built)];
+            return vec![Step::Publish(built)];
         }
         let current = todo.remove(0);
         if !oci::is_valid_component(&current.name) {
@@ -190,12 +190,12 @@ impl Refresh {
         }
         let path = format!("/api/v2.0/projects/{}/summary", current.name);
         self.state = State::Summaries { call: None, current, todo, done, warnings };
-        vec![Action::Dispatch { path }]
+        vec![Step::Dispatch { path }]
     }
 
-    fn fail(&mut self, message: String) -> Vec<Action> {
+    fn fail(&mut self, message: String) -> Vec<Step> {
         self.state = State::Idle;
-        vec![Action::Failed(message)]
+        vec![Step::Failed(message)]
     }
 }
 

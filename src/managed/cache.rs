@@ -1,4 +1,4 @@
-//! The token cache the plugin's VMs share (proxy-wasm shared data): its keys and entries, a
+//! The token cache a plugin's instances share (the data every worker shares): its keys and entries, a
 //! token or a remembered refusal of the robot's credentials, each with the time it holds until.
 
 use crate::config::Managed;
@@ -14,7 +14,7 @@ pub fn cache_key(managed: &Managed, project: &str) -> String {
     format!("harbor_mirror.token/{}/{}/{project}", managed.authority, managed.username)
 }
 
-/// An entry of the token cache shared by the plugin's VMs: a token, or a remembered refusal of
+/// An entry of the token cache the plugin's instances share: a token, or a remembered refusal of
 /// the robot's credentials, each with the time (Unix seconds) until which it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheEntry<'a> {
@@ -82,7 +82,7 @@ impl<'a> CacheEntry<'a> {
     }
 
     /// Whether this entry should replace `old`, the one the cache holds: not when `old` is a
-    /// token that holds at least as long (another VM fetched it meanwhile).
+    /// token that holds at least as long (another instance fetched it meanwhile).
     pub fn replaces(&self, old: Option<&CacheEntry<'_>>) -> bool {
         !matches!(old, Some(old @ CacheEntry::Token { .. }) if old.until() >= self.until())
     }

@@ -3,6 +3,8 @@
 // Each test file uses the parts it needs.
 #![allow(dead_code)]
 
+pub mod emulator;
+
 use std::fmt::{Debug, Display, Write};
 
 use harbor_mirror_core::{decide, Config, Decision, Request, Route};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use harbor_mirror_core::config::DOCKER_HUB;
 use harbor_mirror_core::discovery::mapping::Built;
-use harbor_mirror_core::discovery::refresh::{Action, Answer, Refresh};
+use harbor_mirror_core::discovery::refresh::{ApiAnswer, Refresh, Step};
 use serde::Deserialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::Agent;
@@ -42,7 +42,7 @@ pub fn discover(harbor: &str, robot: Option<&Robot>, ca_pem: Option<&[u8]>) -> R
     let mut actions = refresh.start(robot.map(|robot| robot.username.as_str()));
     for call in 1.. {
         match actions.pop() {
-            Some(Action::Dispatch { path }) => {
+            Some(Step::Dispatch { path }) => {
                 let _ = refresh.dispatched(Ok(call));
                 let mut request = agent.get(format!("{base}{path}")).header("accept", "application/json");
                 if let Some(authorization) = &authorization {
@@ -55,16 +55,16 @@ pub fn discover(harbor: &str, robot: Option<&Robot>, ca_pem: Option<&[u8]>) -> R
                         let next_link = header("link").is_some_and(|link| link.contains("rel=\"next\""));
                         let total = header("x-total-count").and_then(|total| total.trim().parse().ok());
                         let body = response.body_mut().read_to_vec().map_err(|e| format!("{base}{path}: {e}"))?;
-                        refresh.on_answer(call, Answer { status: Some(status), body: &body, next_link, total })
+                        refresh.on_answer(call, ApiAnswer { status: Some(status), body: &body, next_link, total })
                     }
                     Err(e) => {
                         eprintln!("harbor-mirror discover: {base}{path}: {e}");
-                        refresh.on_answer(call, Answer { status: None, body: b"", next_link: false, total: None })
+                        refresh.on_answer(call, ApiAnswer { status: None, body: b"", next_link: false, total: None })
                     }
                 };
             }
-            Some(Action::Publish(built)) => return Ok(built),
-            Some(Action::Failed(message)) => return Err(message),
+            Some(Step::Publish(built)) => return Ok(built),
+            Some(Step::Failed(message)) => return Err(message),
             None => break,
         }
     }

@@ -14,6 +14,32 @@ pub struct CounterId(pub(crate) usize);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GaugeId(pub(crate) usize);
 
+impl CounterId {
+    /// The id as a number, for a caller that keeps ids of several kinds in one type.
+    pub fn raw(self) -> u64 {
+        self.0 as u64
+    }
+
+    /// An id from [`CounterId::raw`]. Any number is safe to use: Envoy answers an id it did not
+    /// give with [`MetricsError::NotFound`].
+    pub fn from_raw(raw: u64) -> Self {
+        CounterId(usize::try_from(raw).unwrap_or(usize::MAX))
+    }
+}
+
+impl GaugeId {
+    /// The id as a number, for a caller that keeps ids of several kinds in one type.
+    pub fn raw(self) -> u64 {
+        self.0 as u64
+    }
+
+    /// An id from [`GaugeId::raw`]. Any number is safe to use: Envoy answers an id it did not
+    /// give with [`MetricsError::NotFound`].
+    pub fn from_raw(raw: u64) -> Self {
+        GaugeId(usize::try_from(raw).unwrap_or(usize::MAX))
+    }
+}
+
 /// Why a metrics call failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricsError {

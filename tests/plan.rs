@@ -1,12 +1,12 @@
-//! One request through an adapter, as both adapters (the proxy-wasm filter and the dynamic
-//! module) execute it: what is counted, replied or forwarded, with which `:path`, whether the
-//! client's credentials go and whether the robot's token is needed first. Runs natively and
-//! under wasm-bindgen-test.
+//! One request's plan, from its headers: what is counted, replied or forwarded, with which
+//! `:path`, whether the client's credentials go and whether the robot's token is needed first.
+//! Runs natively and under wasm-bindgen-test.
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use harbor_mirror_core::exchange::{plan, Count, RequestHeaders, Step};
+use harbor_mirror_core::host::RequestHeaders;
+use harbor_mirror_core::plan::{plan, Count, Then};
 use harbor_mirror_core::Config;
 
 mod common;
@@ -26,28 +26,28 @@ enum Outcome {
     Forward { new_path: Option<&'static str>, original: Option<&'static str>, strip: bool, token_for: Option<&'static str> },
 }
 
-fn count_name(count: &Count<'_>) -> String {
+fn count_name(count: &Count, config: &Config) -> String {
     match count {
         Count::Nothing => "nothing".to_owned(),
         Count::Rejected => "rejected".to_owned(),
         Count::Passed => "passed".to_owned(),
-        Count::Rewritten(registry) => format!("rewritten {}", registry.key),
+        Count::Rewritten { registry } => format!("rewritten {}", config.registries()[*registry].key),
     }
 }
 
 fn outcome_of(config: &Config, method: &str, path: &str) -> (String, Outcome, Option<String>) {
     let headers = RequestHeaders { method: method.as_bytes(), path: path.as_bytes(), authority: b"mirror:5000", scheme: b"http", forwarded_proto: b"" };
     let plan = plan(config, &headers, true);
-    let outcome = match plan.step {
-        Step::Reply { status, .. } => Outcome::Reply(status),
-        Step::Forward(forward) => Outcome::Forward {
+    let outcome = match plan.then {
+        Then::Reply { status, .. } => Outcome::Reply(status),
+        Then::Forward(forward) => Outcome::Forward {
             new_path: forward.new_path().map(|p| &*p.to_owned().leak()),
             original: forward.original_path.map(|p| &*p.leak()),
             strip: forward.strip_credentials,
             token_for: forward.needs_token.map(|p| &*p.leak()),
         },
     };
-    (count_name(&plan.count), outcome, plan.debug_header)
+    (count_name(&plan.count, config), outcome, plan.debug_header)
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn a_request_is_counted_and_replied_or_forwarded() {
         ("managed: the catalog goes to Harbor anonymously", &managed, "GET", "/v2/_catalog", "passed",
             Outcome::Forward { new_path: None, original: None, strip: true, token_for: None }),
     ];
-    let mut report = Report::new("exchange::plan");
+    let mut report = Report::new("plan::plan");
     for (name, config, method, path, counted, want) in rows {
         let (count, outcome, _) = outcome_of(config, method, path);
         report.eq(format!("{name}: count"), count.as_str(), *counted);
@@ -88,8 +88,8 @@ fn headers_that_are_not_utf8_are_refused_and_not_counted() {
     let config = parse(PASS_THROUGH);
     let headers = RequestHeaders { method: b"GET", path: b"/v2/\xff/manifests/1", authority: b"mirror", scheme: b"http", forwarded_proto: b"" };
     let plan = plan(&config, &headers, false);
-    assert!(matches!(plan.count, Count::Nothing), "counted as {}", count_name(&plan.count));
-    assert!(matches!(plan.step, Step::Reply { status: 400, .. }), "{:?}", plan.step);
+    assert!(matches!(plan.count, Count::Nothing), "counted as {}", count_name(&plan.count, &config));
+    assert!(matches!(plan.then, Then::Reply { status: 400, .. }), "{:?}", plan.then);
     assert_eq!(plan.debug_line, None, "a debug line was written without being asked for");
 }
 

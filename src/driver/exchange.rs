@@ -1,0 +1,305 @@
+//! One request's flow: from its headers to a reply here or to Harbor (with a new `:path`, the
+//! client's credentials removed, the robot's token), then Harbor's answer (challenges pointed
+//! back at the mirror, or a 401 to the robot's token answered), counted and logged.
+
+use std::sync::Arc;
+
+use crate::host::{CallSender, Flow, Host, HostError, Level, RequestId, StreamHost};
+use crate::managed::cache::CacheEntry;
+use crate::managed::fetch::Lookup;
+use crate::metrics::Metric;
+use crate::oci;
+use crate::plan::{plan, Count, Forwarding, Then, CLIENT_CREDENTIALS, DEBUG_HEADER, REPLY_HEADERS};
+use crate::refusal::Refusal;
+use crate::response::{Edit, Forwarded, Look};
+
+use super::tokens::Tokens;
+use super::{log, now_secs, Active, Outcome, Plugin};
+
+/// The filter state a rewritten request's original path is kept under, with
+/// `log_original_path`. The proxy-wasm filter's property shows in an access log as
+/// `%FILTER_STATE(wasm.harbor_mirror.original_path:PLAIN)%`, the dynamic module's as
+/// `%FILTER_STATE(harbor_mirror.original_path:PLAIN)%`.
+pub const ORIGINAL_PATH_KEY: &str = "harbor_mirror.original_path";
+
+/// The response header whose values the filter points back at the mirror.
+const CHALLENGE_HEADER: &str = "www-authenticate";
+
+/// What the driver keeps of one request between its events; the adapter owns it.
+#[derive(Debug)]
+pub struct Exchange {
+    id: RequestId,
+    /// Its configuration's domain and the configuration it began with, once its headers were
+    /// read (none for a request no configuration is for).
+    active: Option<(usize, Arc<Active>)>,
+    /// The `x-harbor-mirror` value to add to the answer.
+    debug_header: Option<String>,
+    /// What the answer is judged by, for a forwarded request.
+    forwarded: Option<Forwarded>,
+    /// Whether it paused for its project's token.
+    waited: bool,
+}
+
+impl Exchange {
+    /// A new request, by the id its host gave it.
+    pub fn new(id: RequestId) -> Self {
+        Exchange { id, active: None, debug_header: None, forwarded: None, waited: false }
+    }
+
+    /// The request's id.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+}
+
+/// What managed mode did with a request that needs the robot's token.
+enum Authenticated {
+    /// Send it on, with this token.
+    Continue(String),
+    /// Paused until its project's token fetch ends.
+    Waiting,
+    /// Answered here.
+    Answered,
+}
+
+impl Plugin {
+    /// A request's headers arrived.
+    pub fn on_request_headers(&self, host: &mut impl StreamHost, exchange: &mut Exchange) -> Flow {
+        match self.request_headers(host, exchange) {
+            Ok(flow) => flow,
+            Err(e) => {
+                log(host, Level::Error, &e);
+                let refusal = Refusal::filter_failed();
+                match host.send_reply(refusal.status, &REPLY_HEADERS, refusal.body().as_bytes()) {
+                    Ok(()) => Flow::Pause,
+                    Err(_) => Flow::Continue,
+                }
+            }
+        }
+    }
+
+    fn request_headers(&self, host: &mut impl StreamHost, exchange: &mut Exchange) -> Result<Flow, HostError> {
+        let debug = host.log_enabled(Level::Debug);
+        let planned = host.request_headers(|headers| {
+            let index = self.selector.select(std::str::from_utf8(headers.authority).unwrap_or(""))?;
+            let active = self.domains.get(index)?.active();
+            let plan = plan(&active.config, headers, debug);
+            Some((index, active, plan))
+        })?;
+        let Some((index, active, plan)) = planned else {
+            log(host, Level::Debug, "no _rules_ domain matches the request's host, and there is no global configuration: passed untouched");
+            return Ok(Flow::Continue);
+        };
+        self.count_request(host, &active, plan.count);
+        if let Some(line) = &plan.debug_line {
+            log(host, Level::Debug, line);
+        }
+        exchange.active = Some((index, active));
+        let forwarding = match plan.then {
+            Then::Reply { status, body } => {
+                reply(host, status, body.as_bytes(), plan.debug_header.as_deref())?;
+                return Ok(Flow::Pause);
+            }
+            Then::Forward(forwarding) => forwarding,
+        };
+        if let Some(path) = forwarding.new_path() {
+            host.set_request_header(":path", path.as_bytes())?;
+        }
+        let Forwarding { original_path, strip_credentials, needs_token, mut forwarded, .. } = forwarding;
+        if let Some(original) = &original_path
+            && let Err(e) = host.set_filter_state(ORIGINAL_PATH_KEY, original.as_bytes())
+        {
+            log(host, Level::Warn, format_args!("{e}: the access log will not show the original path"));
+        }
+        if strip_credentials {
+            // Clients' credentials are for other registries (docker sends Docker Hub's).
+            for name in CLIENT_CREDENTIALS {
+                host.remove_request_header(name)?;
+            }
+        }
+        let tokens = self.domains.get(index).and_then(|domain| domain.tokens.as_ref());
+        let flow = match (tokens, &needs_token) {
+            (Some(tokens), Some(repository)) => match self.authenticate(host, exchange, tokens, repository, plan.debug_header.as_deref())? {
+                Authenticated::Continue(token) => {
+                    forwarded.robot_token = Some(token);
+                    Flow::Continue
+                }
+                Authenticated::Waiting => Flow::Pause,
+                Authenticated::Answered => return Ok(Flow::Pause),
+            },
+            _ => Flow::Continue,
+        };
+        exchange.forwarded = Some(forwarded);
+        exchange.debug_header = plan.debug_header;
+        Ok(flow)
+    }
+
+    fn count_request(&self, host: &mut impl Host, active: &Active, count: Count) {
+        match count {
+            Count::Nothing => {}
+            Count::Rejected => self.count(host, Metric::Rejected),
+            Count::Passed => self.count(host, Metric::Passed),
+            Count::Rewritten { registry } => {
+                self.count(host, Metric::Rewritten);
+                if let Some(Some(counter)) = active.registry_counters.get(registry) {
+                    counter.add_one(host);
+                }
+            }
+        }
+    }
+
+    /// Managed mode: gives a repository request the robot's token for `repository`'s project,
+    /// from the shared cache or from the project's one fetch.
+    fn authenticate(
+        &self,
+        host: &mut impl StreamHost,
+        exchange: &mut Exchange,
+        tokens: &Tokens,
+        repository: &str,
+        debug_header: Option<&str>,
+    ) -> Result<Authenticated, HostError> {
+        let project = oci::first_component(repository).0;
+        let cached = tokens.read(host, project);
+        let now = now_secs(host)?;
+        let lookup = tokens.fetches().on_request(exchange.id, repository, cached.as_deref().and_then(CacheEntry::decode), now);
+        let call = match lookup {
+            Lookup::Token { token } => {
+                self.count(host, Metric::TokenCacheHits);
+                host.set_request_header("authorization", bearer(&token).as_bytes())?;
+                return Ok(Authenticated::Continue(token));
+            }
+            Lookup::Refused(refusal) => {
+                log(host, Level::Debug, format_args!("token for project {project}: a recent failure is remembered: {}", refusal.message));
+                reply(host, refusal.status, refusal.body().as_bytes(), debug_header)?;
+                return Ok(Authenticated::Answered);
+            }
+            Lookup::Wait => None,
+            Lookup::Fetch(call) => Some(call),
+        };
+        exchange.waited = true;
+        if let Err(e) = host.prepare_to_wait(exchange.id) {
+            let refusal = Refusal::new(503, oci::ErrorCode::Unavailable, format!("cannot pause the request for its token: {e}"));
+            tokens.fetches().on_request_end(exchange.id);
+            if let Some(call) = &call {
+                let commands = tokens.fetches().dispatched(&call.project, Err(refusal.message.clone()));
+                tokens.run(self, host, commands);
+            }
+            reply(host, refusal.status, refusal.body().as_bytes(), debug_header)?;
+            return Ok(Authenticated::Answered);
+        }
+        let Some(call) = call else {
+            return Ok(Authenticated::Waiting);
+        };
+        match host.call_sender() {
+            CallSender::Plugin => {
+                tokens.queue(call);
+                host.wake_plugin();
+                Ok(Authenticated::Waiting)
+            }
+            CallSender::Stream => {
+                let sent = tokens.send(self, host, &call);
+                let failed = sent.is_err();
+                let commands = tokens.fetches().dispatched(&call.project, sent);
+                tokens.run(self, host, commands);
+                Ok(if failed { Authenticated::Answered } else { Authenticated::Waiting })
+            }
+        }
+    }
+
+    /// A request paused for its token was woken: it goes on with the token, or is answered.
+    pub fn on_woken(&self, host: &mut impl StreamHost, request: RequestId) {
+        let Some(outcome) = self.take_outcome(request) else {
+            return;
+        };
+        let done = match outcome {
+            Outcome::Resume(token) => host.set_request_header("authorization", bearer(&token).as_bytes()).and_then(|()| host.resume()),
+            Outcome::Refuse(refusal) => reply(host, refusal.status, refusal.body().as_bytes(), None),
+        };
+        if let Err(e) = done {
+            log(host, Level::Warn, format_args!("resuming a request after its token fetch: {e}"));
+        }
+    }
+
+    /// The answer's headers arrived.
+    pub fn on_response_headers(&self, host: &mut impl StreamHost, exchange: &mut Exchange) -> Flow {
+        if let Some(value) = exchange.debug_header.take()
+            && let Err(e) = host.add_response_header(DEBUG_HEADER, value.as_bytes())
+        {
+            log(host, Level::Warn, e);
+        }
+        let Some(mut forwarded) = exchange.forwarded.take() else {
+            return Flow::Continue;
+        };
+        let Some((index, active)) = &exchange.active else {
+            return Flow::Continue;
+        };
+        let tokens = self.domains.get(*index).and_then(|domain| domain.tokens.as_ref());
+        if forwarded.robot_token.is_none()
+            && exchange.waited
+            && let Some(tokens) = tokens
+        {
+            forwarded.robot_token = tokens.fetches().resumed_with(exchange.id).map(str::to_owned);
+        }
+        match self.answer(host, active, tokens, &forwarded) {
+            Ok(flow) => flow,
+            Err(e) => {
+                log(host, Level::Warn, e);
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Reads what the response plan asks for of Harbor's answer, and does what it says.
+    fn answer(&self, host: &mut impl StreamHost, active: &Active, tokens: Option<&Tokens>, forwarded: &Forwarded) -> Result<Flow, HostError> {
+        let config = &active.config;
+        let edit = match forwarded.look(config) {
+            Look::Nothing => return Ok(Flow::Continue),
+            Look::Status => host.response_header(":status", |status| forwarded.on_status(config, status))?,
+            Look::Challenges => host.response_header_values(CHALLENGE_HEADER, |values| forwarded.on_challenges(config, values))?,
+        };
+        match edit {
+            Edit::Untouched => Ok(Flow::Continue),
+            Edit::Challenges(values) => {
+                host.set_response_header_values(CHALLENGE_HEADER, &values)?;
+                self.count(host, Metric::ChallengesRewritten);
+                Ok(Flow::Continue)
+            }
+            Edit::RefuseRobotToken { project, refusal } => {
+                log(host, Level::Warn, format_args!("harbor answered 401 to {} with the robot's token: {}", forwarded.path, refusal.message));
+                if let Some(tokens) = tokens {
+                    tokens.forget(host, &project)?;
+                }
+                reply(host, refusal.status, refusal.body().as_bytes(), None)?;
+                Ok(Flow::Pause)
+            }
+        }
+    }
+
+    /// The request ended: it waits for no token any more.
+    pub fn on_stream_end(&self, exchange: &Exchange) {
+        if !exchange.waited {
+            return;
+        }
+        if let Some((index, _)) = &exchange.active
+            && let Some(tokens) = self.domains.get(*index).and_then(|domain| domain.tokens.as_ref())
+        {
+            tokens.fetches().on_request_end(exchange.id);
+        }
+        self.take_outcome(exchange.id);
+    }
+}
+
+/// Answers the request here with a registry-style JSON reply.
+fn reply(host: &mut impl StreamHost, status: u32, body: &[u8], debug_header: Option<&str>) -> Result<(), HostError> {
+    match debug_header {
+        None => host.send_reply(status, &REPLY_HEADERS, body),
+        Some(value) => {
+            let [first, second] = REPLY_HEADERS;
+            host.send_reply(status, &[first, second, (DEBUG_HEADER, value)], body)
+        }
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
