@@ -6,7 +6,7 @@
 #                      tool dist/harbor-mirror (check, explain, discover, import-k3s, clients)
 #   ./build.sh up      Envoy + filter on 127.0.0.1:5000 in front of $HARBOR_URL (whose projects
 #                      the filter discovers), or of an embedded local registry seeded with a
-#                      small image; FRONT=module runs the dynamic module instead of the .wasm
+#                      small image; ADAPTER=module runs the dynamic module instead of the .wasm
 #   ./build.sh image   the .wasm as an OCI image (one layer holding plugin.wasm) in the OCI
 #                      layout dist/image, tagged with the crate's version; pushed with skopeo to
 #                      $IMAGE (e.g. harbor.example.com/harbor-mirror/plugin:0.1.0) when set
@@ -168,11 +168,11 @@ cmd_image() {
 # --- up -------------------------------------------------------------------------------------
 
 cmd_up() {
-  local listen=${LISTEN:-127.0.0.1:5000} admin_port=${ADMIN_PORT:-9901} front
-  case ${FRONT:-wasm} in
-    wasm) front=(--wasm "$WASM") ;;
-    module) front=(--module "$MODULE") ;;
-    *) die "FRONT is wasm (the default) or module, not $FRONT" ;;
+  local listen=${LISTEN:-127.0.0.1:5000} admin_port=${ADMIN_PORT:-9901} adapter
+  case ${ADAPTER:-wasm} in
+    wasm) adapter=(--wasm "$WASM") ;;
+    module) adapter=(--module "$MODULE") ;;
+    *) die "ADAPTER is wasm (the default) or module, not $ADAPTER" ;;
   esac
   local plugin_args=(); [ -z "${PLUGIN_CONFIG:-}" ] || plugin_args=(--plugin-config "$PLUGIN_CONFIG")
   cmd_build
@@ -199,12 +199,12 @@ cmd_up() {
     say "embedded registry on $upstream holds dockerhub-proxy/library/alpine:3.19"
   fi
   "$PYTHON" envoy/render.py envoy/harbor-mirror.yaml --listen "$listen" --admin-port "$admin_port" \
-    --upstream "$upstream" "${front[@]}" "${plugin_args[@]}" >"$run/envoy.yaml"
+    --upstream "$upstream" "${adapter[@]}" "${plugin_args[@]}" >"$run/envoy.yaml"
   start_envoy "$run/envoy.yaml" "$run/envoy.log" "$admin_port" --log-level warn --component-log-level wasm:info,dynamic_modules:info
   local mirror=http://$listen
   cat <<EOF
 
-harbor-mirror (${FRONT:-wasm} front) is serving $mirror in front of $upstream (Envoy admin on 127.0.0.1:$admin_port).
+harbor-mirror (${ADAPTER:-wasm} adapter) is serving $mirror in front of $upstream (Envoy admin on 127.0.0.1:$admin_port).
 
 Client configuration (dist/harbor-mirror clients --mirror $mirror):
 
@@ -365,7 +365,7 @@ cmd_test() {
   say "the dynamic-module bindings in a real Envoy (crates/dynamic-module/tests/smoke.sh)"
   crates/dynamic-module/tests/smoke.sh
   say "end-to-end suite again, against the dynamic module (dist/libharbor_mirror.so)"
-  FRONT=module MODULE=$MODULE ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM FAULT_WASM=$fault_wasm HARBOR_MIRROR_CLI=$CLI \
+  ADAPTER=module MODULE=$MODULE ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM FAULT_WASM=$fault_wasm HARBOR_MIRROR_CLI=$CLI \
     CRI_CLIENT=$ROOT/target/debug/cri-client tests/e2e.sh
   say "soak, 60 s (./build.sh soak runs the full 10 minutes)"
   ENVOY=$ENVOY PYTHON=$PYTHON WASM=$WASM tests/soak.sh 60 200

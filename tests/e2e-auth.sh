@@ -510,7 +510,7 @@ case_managed_fetches_once_per_project() {
   expect_eq "statuses of 12 concurrent requests" "$(printf '%s ' "${codes[@]}")" "$(printf '200 %.0s' $(seq 12))"
   local fetches; fetches=$(auth_count '.path == "/service/token" and (.scopes | index("repository:production/app:pull"))')
   echo "token requests for project production: $fetches (worker VMs: $MIRROR_WORKERS)"
-  local most=$MIRROR_WORKERS; [ "$FRONT" != module ] || most=1 # the module: one cache for all workers
+  local most=$MIRROR_WORKERS; [ "$ADAPTER" != module ] || most=1 # the module: one cache for all workers
   [ "$fetches" -ge 1 ] && [ "$fetches" -le "$most" ] || { echo "FAIL: expected $most fetches at most"; return 1; }
   # Harbor grants every action the robot's role allows, push included; the filter pulls with it.
   auth_received '.path == "/service/token" and .granted == ["production/app:pull,push"]' "a grant beyond what was asked"
@@ -534,7 +534,7 @@ case_managed_fetch_survives_its_request() {
   expect_eq "status of the request that waited" "$status" 200
   expect_eq "its manifest digest" "sha256:$(sha256sum <"$WORK/body" | cut -d' ' -f1)" "$SLOW"
   echo "answered after $((SECONDS - started))s"
-  if [ "$FRONT" = module ]; then
+  if [ "$ADAPTER" = module ]; then
     # The module's token calls are the configuration's (Envoy's main thread): the first
     # request's end does not cancel its call, so one token request served both.
     expect_eq "token requests for project slowproj" "$(auth_count '.path == "/service/token" and (.scopes | index("repository:slowproj/app:pull"))')" 1

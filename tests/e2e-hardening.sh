@@ -15,9 +15,9 @@ mkdir -p "$WORK/hardening"
 start_front() {
   local name=$1 upstream=$2 wasm=$3; shift 3
   local port admin; port=$(free_port) admin=$(free_port)
-  local front=("${FRONT_ARGS[@]}"); [ "$FRONT" != wasm ] || front=(--wasm "$wasm")
+  local adapter=("${ADAPTER_ARGS[@]}"); [ "$ADAPTER" != wasm ] || adapter=(--wasm "$wasm")
   "$PYTHON" "$ROOT/envoy/render.py" "$ROOT/envoy/${FRONT_CONFIG:-harbor-mirror.yaml}" --listen "127.0.0.1:$port" --admin-port "$admin" \
-    --upstream "$upstream" "${front[@]}" --plugin-config "$ROOT/tests/e2e-plugin-config.json" "$@" \
+    --upstream "$upstream" "${adapter[@]}" --plugin-config "$ROOT/tests/e2e-plugin-config.json" "$@" \
     >"$WORK/hardening/$name.yaml"
   start_envoy "$WORK/hardening/$name.yaml" "$WORK/hardening/envoy-$name.log" "$admin" --concurrency "${FRONT_WORKERS:-2}" \
     --log-level info --component-log-level "$LOG_COMPONENT:debug" || { cat "$WORK/hardening/envoy-$name.log"; exit 1; }
@@ -31,7 +31,7 @@ DOWN_PORT=$(free_port) # nothing listens there
 start_front down "http://127.0.0.1:$DOWN_PORT" "$WASM"
 start_front hanging "http://127.0.0.1:$BLACKHOLE_PORT" "$WASM"
 # One worker: the requests after the crash meet the crashed VM, not a healthy sibling.
-[ "$FRONT" != wasm ] || FRONT_WORKERS=1 start_front crashing "http://$REGISTRY" "$FAULT_WASM"
+[ "$ADAPTER" != wasm ] || FRONT_WORKERS=1 start_front crashing "http://$REGISTRY" "$FAULT_WASM"
 LDS_FILE=$WORK/hardening/lds/listeners.yaml
 mkdir -p "$(dirname "$LDS_FILE")"
 start_front reloaded "http://$REGISTRY" "$WASM" --lds "$LDS_FILE"
@@ -100,7 +100,7 @@ case_new_plugin_configuration_under_load_drops_no_request() {
   # The new configuration adds registry.k8s.io; the listener file is replaced under the load.
   jq '.registries["registry.k8s.io"] = {"project": "k8s-proxy"}' "$ROOT/tests/e2e-plugin-config.json" >"$WORK/hardening/reloaded.json"
   "$PYTHON" "$ROOT/envoy/render.py" "$ROOT/envoy/${FRONT_CONFIG:-harbor-mirror.yaml}" --listen "$FRONT_reloaded" --admin-port "$ADMIN_reloaded" \
-    --upstream "http://$REGISTRY" "${FRONT_ARGS[@]}" --plugin-config "$WORK/hardening/reloaded.json" --lds "$LDS_FILE" >/dev/null
+    --upstream "http://$REGISTRY" "${ADAPTER_ARGS[@]}" --plugin-config "$WORK/hardening/reloaded.json" --lds "$LDS_FILE" >/dev/null
   local after='rewrote: registry=registry.k8s.io by=ns rule=project path=/v2/k8s-proxy/pause/manifests/3.9'
   wait_for 20 "the new configuration" k8s_decision_is "$after" || true
   expect_eq "decision after" "$(k8s_decision)" "$after"

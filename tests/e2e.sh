@@ -8,7 +8,7 @@
 # Needs ENVOY, PYTHON (with PyYAML and h2), WASM, FAULT_WASM (the fault-injection build),
 # HARBOR_MIRROR_CLI (the command-line tool, which writes each client's configuration) and
 # CRI_CLIENT (crates/cri-client, the kubelet's side of pulls) in the environment; ./build.sh test
-# sets them. FRONT=module (with MODULE, the path of libharbor_mirror.so) runs the same suite
+# sets them. ADAPTER=module (with MODULE, the path of libharbor_mirror.so) runs the same suite
 # against the dynamic module instead of the wasm filter; the few cases about wasm VMs are
 # skipped there, each with its reason.
 set -uo pipefail
@@ -20,13 +20,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 # The front under test: how render.py loads it, where its counters are in /stats and
 # /stats/prometheus, and the Envoy log component its lines go to.
-FRONT=${FRONT:-wasm}
-case $FRONT in
-  wasm) FRONT_ARGS=(--wasm "$WASM") STAT=wasmcustom. PROMETHEUS=harbor_mirror_ LOG_COMPONENT=wasm ;;
+ADAPTER=${ADAPTER:-wasm}
+case $ADAPTER in
+  wasm) ADAPTER_ARGS=(--wasm "$WASM") STAT=wasmcustom. PROMETHEUS=harbor_mirror_ LOG_COMPONENT=wasm ;;
   module)
-    : "${MODULE:?path of libharbor_mirror.so, with FRONT=module}"
-    FRONT_ARGS=(--module "$MODULE") STAT= PROMETHEUS=envoy_harbor_mirror_ LOG_COMPONENT=dynamic_modules ;;
-  *) echo "FRONT is wasm or module, not $FRONT"; exit 2 ;;
+    : "${MODULE:?path of libharbor_mirror.so, with ADAPTER=module}"
+    ADAPTER_ARGS=(--module "$MODULE") STAT= PROMETHEUS=envoy_harbor_mirror_ LOG_COMPONENT=dynamic_modules ;;
+  *) echo "ADAPTER is wasm or module, not $ADAPTER"; exit 2 ;;
 esac
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/harbor-mirror-e2e.XXXXXX")
@@ -64,12 +64,12 @@ MIRROR=127.0.0.1:$MIRROR_PORT
 ENVOY_LOG=$WORK/envoy.log
 render() { # render PLUGIN_CONFIG OUT [LISTEN ADMIN_PORT UPSTREAM]
   "$PYTHON" "$ROOT/envoy/render.py" "$ROOT/envoy/harbor-mirror.yaml" --listen "${3:-$MIRROR}" \
-    --admin-port "${4:-$ADMIN_PORT}" --upstream "${5:-http://$REGISTRY}" "${FRONT_ARGS[@]}" --plugin-config "$1" >"$2"
+    --admin-port "${4:-$ADMIN_PORT}" --upstream "${5:-http://$REGISTRY}" "${ADAPTER_ARGS[@]}" --plugin-config "$1" >"$2"
 }
 render "$ROOT/tests/e2e-plugin-config.json" "$WORK/envoy.yaml"
 start_envoy "$WORK/envoy.yaml" "$ENVOY_LOG" "$ADMIN_PORT" --log-level info --component-log-level "$LOG_COMPONENT:debug" || {
   cat "$ENVOY_LOG"; exit 1; }
-echo "envoy with the $FRONT front on $MIRROR, registry on $REGISTRY"
+echo "envoy with the $ADAPTER adapter on $MIRROR, registry on $REGISTRY"
 
 # dockerd, with the README's daemon.json.
 DOCKER_SOCK=$WORK/docker/docker.sock
@@ -361,8 +361,8 @@ PASSED=0 FAILED=0 SKIPPED=0 FAILED_CASES=()
 run_case() {
   local name="$*" started=$SECONDS envoy_log=${CASE_ENVOY_LOG:-$ENVOY_LOG}
   [[ $name =~ ${E2E_CASES:-.} ]] || return 0
-  if [ -n "${WASM_ONLY:-}" ] && [ "$FRONT" != wasm ]; then
-    SKIPPED=$((SKIPPED + 1)); echo "--- $name"; echo "SKIP $name ($FRONT front): $WASM_ONLY"; return 0
+  if [ -n "${WASM_ONLY:-}" ] && [ "$ADAPTER" != wasm ]; then
+    SKIPPED=$((SKIPPED + 1)); echo "--- $name"; echo "SKIP $name ($ADAPTER adapter): $WASM_ONLY"; return 0
   fi
   CASE_MARK=$(wc -l <"$REGISTRY_LOG")
   AUTH_MARK=$(wc -l <"${AUTH_LOG:-/dev/null}")
@@ -415,5 +415,5 @@ run_case case_bad_configurations_stop_envoy
 
 echo
 [ $FAILED -eq 0 ] || echo "failed: ${FAILED_CASES[*]}"
-echo "e2e ($FRONT front): $PASSED passed, $FAILED failed, $SKIPPED skipped"
+echo "e2e ($ADAPTER adapter): $PASSED passed, $FAILED failed, $SKIPPED skipped"
 [ $FAILED -eq 0 ]
