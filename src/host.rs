@@ -14,6 +14,9 @@
 use std::fmt;
 use std::time::Duration;
 
+/// Every line the filter logs starts with this.
+pub const LOG_PREFIX: &str = "harbor-mirror: ";
+
 /// A request (a stream), by an id its host gives it: proxy-wasm's context id, a counter in
 /// the dynamic module.
 pub type RequestId = u32;
@@ -147,12 +150,28 @@ pub trait Host {
     /// The time since the Unix epoch, by the host's clock.
     fn now(&self) -> Result<Duration, HostError>;
 
+    /// Whole seconds since the Unix epoch, by the host's clock.
+    fn now_secs(&self) -> Result<u64, HostError> {
+        Ok(self.now()?.as_secs())
+    }
+
     /// Whether lines at `level` are logged, so that their text is built only then.
     fn log_enabled(&self, level: Level) -> bool;
 
-    /// Logs `line` (already prefixed with the filter's name) at `level`; logging never fails
-    /// its caller.
-    fn log(&mut self, level: Level, line: &str);
+    /// Writes `line` (already prefixed with the filter's name) to the log at `level`; logging
+    /// never fails its caller.
+    fn write_log(&mut self, level: Level, line: &str);
+
+    /// Logs `message` at `level`, prefixed with the filter's name, if the host logs that level
+    /// (the text is built only then).
+    fn log(&mut self, level: Level, message: impl fmt::Display)
+    where
+        Self: Sized,
+    {
+        if self.log_enabled(level) {
+            self.write_log(level, &format!("{LOG_PREFIX}{message}"));
+        }
+    }
 
     /// Reads again what the host keeps between the plugin's ticks (the log level): the driver
     /// calls it at configure and on every tick.

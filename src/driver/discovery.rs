@@ -10,9 +10,9 @@ use crate::config::{Config, ConfigError, Discover, Discovered};
 use crate::discovery::refresh::{ApiAnswer, Refresh, Step};
 use crate::discovery::{should_refresh, Lease, Mapping, Published};
 use crate::host::{CallAnswer, CallId, CallRequest, Host, Level, SharedValue, Written};
-use crate::metrics::Metric;
+use crate::metrics::{Metric, Metrics};
 
-use super::{log, now_secs, Active, Domain, Plugin};
+use super::active::{Active, Current};
 
 /// The largest API answer read (a page of 100 projects is about 60 KiB).
 const MAX_ANSWER: usize = 4 * 1024 * 1024;
@@ -54,17 +54,17 @@ impl Discovery {
 
     /// The plugin's timer: apply a mapping another instance published, and start a refresh when
     /// one is due and this instance wins the lease.
-    pub(super) fn on_tick(&self, plugin: &Plugin, domain: &Domain, host: &mut impl Host) {
-        let active = domain.active();
+    pub(super) fn on_tick(&self, metrics: &Metrics, current: &Current, host: &mut impl Host) {
+        let active = current.get();
         let Some(discover) = &active.config.discover else {
             return;
         };
-        let Ok(now) = now_secs(host) else {
+        let Ok(now) = host.now_secs() else {
             return;
         };
         let published = read(host, &published_key(discover)).and_then(|shared| Published::decode(&shared.value));
         if let Some(published) = &published {
-            self.apply(plugin, domain, host, published);
+            self.apply(metrics, current, host, published);
         }
         if self.state().refresh.is_running() {
             return;
@@ -81,12 +81,12 @@ impl Discovery {
             return;
         }
         let steps = self.state().refresh.start(discover.robot.as_deref());
-        self.run(plugin, domain, host, discover, steps);
+        self.run(metrics, current, host, discover, steps);
     }
 
     /// Harbor answered call `call` of this discovery.
-    pub(super) fn on_answer(&self, plugin: &Plugin, domain: &Domain, host: &mut impl Host, call: CallId, answer: &impl CallAnswer) {
-        let active = domain.active();
+    pub(super) fn on_answer(&self, metrics: &Metrics, current: &Current, host: &mut impl Host, call: CallId, answer: &impl CallAnswer) {
+        let active = current.get();
         let Some(discover) = &active.config.discover else {
             return;
         };
@@ -96,11 +96,11 @@ impl Discovery {
         let total = answer.header("x-total-count").and_then(|value| std::str::from_utf8(&value).ok()?.trim().parse().ok());
         let body = answer.body(MAX_ANSWER);
         let steps = self.state().refresh.on_answer(call, ApiAnswer { status, body: &body, next_link, total });
-        self.run(plugin, domain, host, discover, steps);
+        self.run(metrics, current, host, discover, steps);
     }
 
     /// Carries out the refresh machine's steps, and those their reports lead to.
-    fn run(&self, plugin: &Plugin, domain: &Domain, host: &mut impl Host, discover: &Discover, steps: Vec<Step>) {
+    fn run(&self, metrics: &Metrics, current: &Current, host: &mut impl Host, discover: &Discover, steps: Vec<Step>) {
         let mut steps = VecDeque::from(steps);
         while let Some(step) = steps.pop_front() {
             match step {
@@ -116,23 +116,23 @@ impl Discovery {
                 }
                 Step::Publish(built) => {
                     for warning in &built.warnings {
-                        log(host, Level::Warn, format_args!("discovery: {warning}"));
+                        host.log(Level::Warn, format_args!("discovery: {warning}"));
                     }
-                    plugin.count(host, Metric::DiscoveryRefreshes);
-                    let Ok(now) = now_secs(host) else {
+                    metrics.add_one(host, Metric::DiscoveryRefreshes);
+                    let Ok(now) = host.now_secs() else {
                         continue;
                     };
                     let published = Published { at: now, mapping: built.mapping };
                     if let Err(e) = host.set_shared_data(&published_key(discover), published.encode().as_bytes(), None) {
-                        log(host, Level::Warn, format_args!("discovery: sharing the mapping: {e}"));
+                        host.log(Level::Warn, format_args!("discovery: sharing the mapping: {e}"));
                     }
                     let _ = host.set_shared_data(&lease_key(discover), Lease::released(now).encode().as_bytes(), None);
-                    self.apply(plugin, domain, host, &published);
+                    self.apply(metrics, current, host, &published);
                 }
                 Step::Failed(message) => {
-                    plugin.count(host, Metric::DiscoveryFailures);
-                    log(host, Level::Warn, failure_note(&domain.active().config, &message));
-                    if let Ok(now) = now_secs(host) {
+                    metrics.add_one(host, Metric::DiscoveryFailures);
+                    host.log(Level::Warn, failure_note(&current.get().config, &message));
+                    if let Ok(now) = host.now_secs() {
                         let lease = Lease::after_failure(now, discover.interval_s);
                         let _ = host.set_shared_data(&lease_key(discover), lease.encode().as_bytes(), None);
                     }
@@ -142,34 +142,33 @@ impl Discovery {
     }
 
     /// Applies `published` if this instance has not: a new configuration for new requests.
-    fn apply(&self, plugin: &Plugin, domain: &Domain, host: &mut impl Host, published: &Published) {
+    fn apply(&self, metrics: &Metrics, current: &Current, host: &mut impl Host, published: &Published) {
         if self.state().applied_at == Some(published.at) {
             return;
         }
-        let current = domain.active();
-        let Applied { config, note } = match apply(&current.config, &published.mapping) {
+        let Applied { config, note } = match apply(&current.get().config, &published.mapping) {
             Ok(applied) => applied,
             Err(e) => {
-                log(host, Level::Error, format_args!("discovery: the mapping does not compile: {e}"));
+                host.log(Level::Error, format_args!("discovery: the mapping does not compile: {e}"));
                 return;
             }
         };
-        let registry_counters = match plugin.metrics.define_registries(host, &config) {
+        let registry_counters = match metrics.define_registries(host, &config) {
             Ok(counters) => counters,
             Err(e) => {
-                log(host, Level::Warn, format_args!("discovery: defining metrics: {e}"));
-                plugin.metrics.known_registries(&config)
+                host.log(Level::Warn, format_args!("discovery: defining metrics: {e}"));
+                metrics.known_registries(&config)
             }
         };
-        if let Some(gauge) = plugin.metrics.gauge(Metric::DiscoveryRegistries)
+        if let Some(gauge) = metrics.gauge(Metric::DiscoveryRegistries)
             && let Err(e) = host.set_gauge(gauge, published.mapping.entries.len() as u64)
         {
-            log(host, Level::Warn, format_args!("discovery: setting the gauge: {e}"));
+            host.log(Level::Warn, format_args!("discovery: setting the gauge: {e}"));
         }
         if let Some(note) = note {
-            log(host, Level::Info, note);
+            host.log(Level::Info, note);
         }
-        domain.replace(Active { config, registry_counters });
+        current.replace(Active::new(config, registry_counters));
         self.state().applied_at = Some(published.at);
     }
 }

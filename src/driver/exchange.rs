@@ -13,8 +13,10 @@ use crate::plan::{plan, Count, Forwarding, Then, CLIENT_CREDENTIALS, DEBUG_HEADE
 use crate::refusal::Refusal;
 use crate::response::{Edit, Forwarded, Look};
 
+use super::active::Active;
+use super::plugin::Plugin;
 use super::tokens::Tokens;
-use super::{log, now_secs, Active, Outcome, Plugin};
+use super::woken::Outcome;
 
 /// The filter state a rewritten request's original path is kept under, with
 /// `log_original_path`. The proxy-wasm filter's property shows in an access log as
@@ -50,6 +52,12 @@ impl Exchange {
     pub fn id(&self) -> RequestId {
         self.id
     }
+
+    /// Whether it paused for its project's token (a host that keeps a way to wake it can let
+    /// go of it when the request ends).
+    pub fn waited(&self) -> bool {
+        self.waited
+    }
 }
 
 /// What managed mode did with a request that needs the robot's token.
@@ -68,7 +76,7 @@ impl Plugin {
         match self.request_headers(host, exchange) {
             Ok(flow) => flow,
             Err(e) => {
-                log(host, Level::Error, &e);
+                host.log(Level::Error, &e);
                 let refusal = Refusal::filter_failed();
                 match host.send_reply(refusal.status, &REPLY_HEADERS, refusal.body().as_bytes()) {
                     Ok(()) => Flow::Pause,
@@ -82,17 +90,17 @@ impl Plugin {
         let debug = host.log_enabled(Level::Debug);
         let planned = host.request_headers(|headers| {
             let index = self.selector.select(std::str::from_utf8(headers.authority).unwrap_or(""))?;
-            let active = self.domains.get(index)?.active();
+            let active = self.domains.get(index)?.current.get();
             let plan = plan(&active.config, headers, debug);
             Some((index, active, plan))
         })?;
         let Some((index, active, plan)) = planned else {
-            log(host, Level::Debug, "no _rules_ domain matches the request's host, and there is no global configuration: passed untouched");
+            host.log(Level::Debug, "no _rules_ domain matches the request's host, and there is no global configuration: passed untouched");
             return Ok(Flow::Continue);
         };
         self.count_request(host, &active, plan.count);
         if let Some(line) = &plan.debug_line {
-            log(host, Level::Debug, line);
+            host.log(Level::Debug, line);
         }
         exchange.active = Some((index, active));
         let forwarding = match plan.then {
@@ -109,7 +117,7 @@ impl Plugin {
         if let Some(original) = &original_path
             && let Err(e) = host.set_filter_state(ORIGINAL_PATH_KEY, original.as_bytes())
         {
-            log(host, Level::Warn, format_args!("{e}: the access log will not show the original path"));
+            host.log(Level::Warn, format_args!("{e}: the access log will not show the original path"));
         }
         if strip_credentials {
             // Clients' credentials are for other registries (docker sends Docker Hub's).
@@ -160,7 +168,7 @@ impl Plugin {
     ) -> Result<Authenticated, HostError> {
         let project = oci::first_component(repository).0;
         let cached = tokens.read(host, project);
-        let now = now_secs(host)?;
+        let now = host.now_secs()?;
         let lookup = tokens.fetches().on_request(exchange.id, repository, cached.as_deref().and_then(CacheEntry::decode), now);
         let call = match lookup {
             Lookup::Token { token } => {
@@ -169,7 +177,7 @@ impl Plugin {
                 return Ok(Authenticated::Continue(token));
             }
             Lookup::Refused(refusal) => {
-                log(host, Level::Debug, format_args!("token for project {project}: a recent failure is remembered: {}", refusal.message));
+                host.log(Level::Debug, format_args!("token for project {project}: a recent failure is remembered: {}", refusal.message));
                 reply(host, refusal.status, refusal.body().as_bytes(), debug_header)?;
                 return Ok(Authenticated::Answered);
             }
@@ -182,7 +190,7 @@ impl Plugin {
             tokens.fetches().on_request_end(exchange.id);
             if let Some(call) = &call {
                 let commands = tokens.fetches().dispatched(&call.project, Err(refusal.message.clone()));
-                tokens.run(self, host, commands);
+                tokens.run(&self.metrics, &self.woken, host, commands);
             }
             reply(host, refusal.status, refusal.body().as_bytes(), debug_header)?;
             return Ok(Authenticated::Answered);
@@ -197,10 +205,10 @@ impl Plugin {
                 Ok(Authenticated::Waiting)
             }
             CallSender::Stream => {
-                let sent = tokens.send(self, host, &call);
+                let sent = tokens.send(&self.metrics, host, &call);
                 let failed = sent.is_err();
                 let commands = tokens.fetches().dispatched(&call.project, sent);
-                tokens.run(self, host, commands);
+                tokens.run(&self.metrics, &self.woken, host, commands);
                 Ok(if failed { Authenticated::Answered } else { Authenticated::Waiting })
             }
         }
@@ -208,7 +216,7 @@ impl Plugin {
 
     /// A request paused for its token was woken: it goes on with the token, or is answered.
     pub fn on_woken(&self, host: &mut impl StreamHost, request: RequestId) {
-        let Some(outcome) = self.take_outcome(request) else {
+        let Some(outcome) = self.woken.take(request) else {
             return;
         };
         let done = match outcome {
@@ -216,7 +224,7 @@ impl Plugin {
             Outcome::Refuse(refusal) => reply(host, refusal.status, refusal.body().as_bytes(), None),
         };
         if let Err(e) = done {
-            log(host, Level::Warn, format_args!("resuming a request after its token fetch: {e}"));
+            host.log(Level::Warn, format_args!("resuming a request after its token fetch: {e}"));
         }
     }
 
@@ -225,7 +233,7 @@ impl Plugin {
         if let Some(value) = exchange.debug_header.take()
             && let Err(e) = host.add_response_header(DEBUG_HEADER, value.as_bytes())
         {
-            log(host, Level::Warn, e);
+            host.log(Level::Warn, e);
         }
         let Some(mut forwarded) = exchange.forwarded.take() else {
             return Flow::Continue;
@@ -243,7 +251,7 @@ impl Plugin {
         match self.answer(host, active, tokens, &forwarded) {
             Ok(flow) => flow,
             Err(e) => {
-                log(host, Level::Warn, e);
+                host.log(Level::Warn, e);
                 Flow::Continue
             }
         }
@@ -265,7 +273,7 @@ impl Plugin {
                 Ok(Flow::Continue)
             }
             Edit::RefuseRobotToken { project, refusal } => {
-                log(host, Level::Warn, format_args!("harbor answered 401 to {} with the robot's token: {}", forwarded.path, refusal.message));
+                host.log(Level::Warn, format_args!("harbor answered 401 to {} with the robot's token: {}", forwarded.path, refusal.message));
                 if let Some(tokens) = tokens {
                     tokens.forget(host, &project)?;
                 }
@@ -285,7 +293,7 @@ impl Plugin {
         {
             tokens.fetches().on_request_end(exchange.id);
         }
-        self.take_outcome(exchange.id);
+        self.woken.take(exchange.id);
     }
 }
 

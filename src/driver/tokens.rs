@@ -10,9 +10,9 @@ use crate::config::Managed;
 use crate::host::{CallAnswer, CallId, CallRequest, CallSender, Host, HostError, Level};
 use crate::managed::cache::{cache_key, CacheEntry};
 use crate::managed::fetch::{Call, Command, Fetches};
-use crate::metrics::Metric;
+use crate::metrics::{Metric, Metrics};
 
-use super::{log, now_secs, Outcome, Plugin};
+use super::woken::{Outcome, Woken};
 
 /// The largest token answer read; Harbor's are about 1 KiB.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -45,7 +45,7 @@ impl Tokens {
         match host.shared_data(&cache_key(&self.managed, project)) {
             Ok(value) => value.map(|shared| shared.value),
             Err(e) => {
-                log(host, Level::Warn, format_args!("reading the token cache: {e}"));
+                host.log(Level::Warn, format_args!("reading the token cache: {e}"));
                 None
             }
         }
@@ -79,71 +79,71 @@ impl Tokens {
     }
 
     /// The plugin's context: sends the queued calls.
-    pub(super) fn send_queued(&self, plugin: &Plugin, host: &mut impl Host) {
+    pub(super) fn send_queued(&self, metrics: &Metrics, woken: &Woken, host: &mut impl Host) {
         let queued = std::mem::take(&mut *self.queued.lock().unwrap_or_else(PoisonError::into_inner));
-        self.run(plugin, host, queued.into_iter().map(Command::Dispatch).collect());
+        self.run(metrics, woken, host, queued.into_iter().map(Command::Dispatch).collect());
     }
 
     /// Sends Harbor the token request with the robot's credentials: the call's id, or why not.
-    pub(super) fn send(&self, plugin: &Plugin, host: &mut impl Host, call: &Call) -> Result<CallId, String> {
+    pub(super) fn send(&self, metrics: &Metrics, host: &mut impl Host, call: &Call) -> Result<CallId, String> {
         let managed = &self.managed;
         let headers = [("authorization", managed.authorization.as_str())];
         let request = CallRequest { cluster: &managed.cluster, path: &call.path, authority: &managed.authority, headers: &headers, timeout_ms: managed.timeout_ms };
-        plugin.count(host, Metric::TokenFetches);
+        metrics.add_one(host, Metric::TokenFetches);
         host.send_call(&request).map_err(|e| {
             let message = format!("cannot ask harbor for a token through cluster {:?} (auth.cluster): {e}", managed.cluster);
-            log(host, Level::Error, &message);
+            host.log(Level::Error, &message);
             message
         })
     }
 
     /// Harbor answered call `call`; `false` when it is not one of this configuration's.
-    pub(super) fn on_answer(&self, plugin: &Plugin, host: &mut impl Host, call: CallId, answer: &impl CallAnswer) -> bool {
+    pub(super) fn on_answer(&self, metrics: &Metrics, woken: &Woken, host: &mut impl Host, call: CallId, answer: &impl CallAnswer) -> bool {
         if !self.fetches().is_waiting_for(call) {
             return false;
         }
         let status = answer.status();
         let body = answer.body(MAX_ANSWER);
-        let Ok(now) = now_secs(host) else {
+        let Ok(now) = host.now_secs() else {
             return true;
         };
         let commands = self.fetches().on_answer(&self.managed, call, status, &body, now);
-        self.run(plugin, host, commands);
+        self.run(metrics, woken, host, commands);
         true
     }
 
     /// The plugin's timer: orphaned fetches are sent again.
-    pub(super) fn on_tick(&self, plugin: &Plugin, host: &mut impl Host) {
+    pub(super) fn on_tick(&self, metrics: &Metrics, woken: &Woken, host: &mut impl Host) {
         let commands = self.fetches().on_tick();
         for command in &commands {
             if let Command::Dispatch(call) = command {
-                log(host, Level::Debug, format_args!("token fetch for project {} lost its request; fetching again", call.project));
+                host.log(Level::Debug, format_args!("token fetch for project {} lost its request; fetching again", call.project));
             }
         }
-        self.run(plugin, host, commands);
+        self.run(metrics, woken, host, commands);
     }
 
     /// Carries out the fetch machine's commands, and those their reports lead to. No lock is
     /// held while requests are woken: a host may run them right away.
-    pub(super) fn run(&self, plugin: &Plugin, host: &mut impl Host, commands: Vec<Command>) {
+    pub(super) fn run(&self, metrics: &Metrics, woken: &Woken, host: &mut impl Host, commands: Vec<Command>) {
         let mut queue = VecDeque::from(commands);
         while let Some(command) = queue.pop_front() {
             match command {
                 Command::Dispatch(call) => {
-                    let sent = self.send(plugin, host, &call);
+                    let sent = self.send(metrics, host, &call);
                     let more = self.fetches().dispatched(&call.project, sent);
                     queue.extend(more);
                 }
                 Command::Store { project, value } => {
                     if let Err(e) = self.store(host, &project, &value) {
-                        log(host, Level::Warn, format_args!("writing the token cache: {e}"));
+                        host.log(Level::Warn, format_args!("writing the token cache: {e}"));
                     }
                 }
-                Command::Resume { requests, token } => plugin.wake_all(host, &requests, &Outcome::Resume(token)),
-                Command::Refuse { requests, refusal } => plugin.wake_all(host, &requests, &Outcome::Refuse(refusal)),
+                Command::Resume { requests, token } => woken.wake_all(host, &requests, &Outcome::Resume(token)),
+                Command::Refuse { requests, refusal } => woken.wake_all(host, &requests, &Outcome::Refuse(refusal)),
                 Command::Failed { project, message } => {
-                    plugin.count(host, Metric::TokenFetchFailures);
-                    log(host, Level::Warn, format_args!("token for project {project}: {message}"));
+                    metrics.add_one(host, Metric::TokenFetchFailures);
+                    host.log(Level::Warn, format_args!("token for project {project}: {message}"));
                 }
             }
         }

@@ -419,7 +419,7 @@ impl Host for Ctx<'_, '_> {
         level >= self.world.level
     }
 
-    fn log(&mut self, level: Level, line: &str) {
+    fn write_log(&mut self, level: Level, line: &str) {
         self.world.logs.push((level, line.to_owned()));
     }
 

@@ -35,7 +35,7 @@ use std::time::Duration;
 use envoy_dynamic_module::log::Level;
 use envoy_dynamic_module::{
     CalloutId, CalloutOutcome, CalloutRequest, CalloutResponse, ConfigContext, ConfigError, ConfigScheduler, CounterId,
-    FilterConfig, FilterScheduler, GaugeId, HeaderMap, HeadersStatus, HttpFilter, HttpFilterHandle, Module, Timer,
+    FilterConfig, FilterScheduler, GaugeId, HeaderMap, HeadersStatus, HttpFilter, HttpFilterHandle, Module, RecordMetrics, Timer,
     envoy_log,
 };
 

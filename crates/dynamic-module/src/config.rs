@@ -5,7 +5,7 @@ use std::fmt;
 use crate::abi;
 use crate::callout::{CalloutError, CalloutId, CalloutRequest, CalloutResponse};
 use crate::filter::{HttpFilter, HttpFilterHandle};
-use crate::metrics::{CounterId, GaugeId, MetricsError};
+use crate::metrics::{CounterId, GaugeId, MetricsError, RecordMetrics};
 use crate::timer::ConfigScheduler;
 
 /// The whole module: registered once per shared object with [`export_module!`](crate::export_module).
@@ -145,36 +145,6 @@ impl ConfigContext<'_> {
         MetricsError::from_raw(code).map(|()| GaugeId(id))
     }
 
-    /// Adds `by` to a counter from a configuration hook (e.g. counting refreshes).
-    pub fn increment_counter(&mut self, counter: CounterId, by: u64) -> Result<(), MetricsError> {
-        // SAFETY: `ptr` is the live configuration of this hook; no labels.
-        let code = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
-                self.ptr,
-                counter.0,
-                std::ptr::null_mut(),
-                0,
-                by,
-            )
-        };
-        MetricsError::from_raw(code)
-    }
-
-    /// Sets a gauge from a configuration hook.
-    pub fn set_gauge(&mut self, gauge: GaugeId, value: u64) -> Result<(), MetricsError> {
-        // SAFETY: `ptr` is the live configuration of this hook; no labels.
-        let code = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_set_gauge(
-                self.ptr,
-                gauge.0,
-                std::ptr::null_mut(),
-                0,
-                value,
-            )
-        };
-        MetricsError::from_raw(code)
-    }
-
     /// A scheduler that posts events to [`FilterConfig::on_scheduled`] on the main thread, from
     /// any thread. `None` only if Envoy refused to allocate one.
     pub fn scheduler(&mut self) -> Option<ConfigScheduler> {
@@ -203,6 +173,38 @@ impl ConfigContext<'_> {
             )
         };
         CalloutError::from_raw(code).map(|()| CalloutId(id))
+    }
+}
+
+impl RecordMetrics for ConfigContext<'_> {
+    /// Adds `by` to a counter from a configuration hook (e.g. counting refreshes).
+    fn increment_counter(&mut self, counter: CounterId, by: u64) -> Result<(), MetricsError> {
+        // SAFETY: `ptr` is the live configuration of this hook; no labels.
+        let code = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                self.ptr,
+                counter.0,
+                std::ptr::null_mut(),
+                0,
+                by,
+            )
+        };
+        MetricsError::from_raw(code)
+    }
+
+    /// Sets a gauge from a configuration hook.
+    fn set_gauge(&mut self, gauge: GaugeId, value: u64) -> Result<(), MetricsError> {
+        // SAFETY: `ptr` is the live configuration of this hook; no labels.
+        let code = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_set_gauge(
+                self.ptr,
+                gauge.0,
+                std::ptr::null_mut(),
+                0,
+                value,
+            )
+        };
+        MetricsError::from_raw(code)
     }
 }
 

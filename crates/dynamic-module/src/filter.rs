@@ -4,7 +4,7 @@ use std::cell::Cell;
 
 use crate::abi;
 use crate::callout::{CalloutError, CalloutId, CalloutRequest, CalloutResponse};
-use crate::metrics::{CounterId, GaugeId, MetricsError};
+use crate::metrics::{CounterId, GaugeId, MetricsError, RecordMetrics};
 use crate::timer::FilterScheduler;
 
 /// What the filter chain does after a headers hook.
@@ -308,15 +308,6 @@ impl HttpFilterHandle<'_> {
         unsafe { abi::envoy_dynamic_module_callback_http_filter_continue_encoding(self.ptr) }
     }
 
-    /// Adds `by` to a counter defined by this filter's configuration.
-    pub fn increment_counter(&mut self, counter: CounterId, by: u64) -> Result<(), MetricsError> {
-        // SAFETY: `ptr` is this hook's live filter; no labels.
-        let code = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_increment_counter(self.ptr, counter.0, std::ptr::null_mut(), 0, by)
-        };
-        MetricsError::from_raw(code)
-    }
-
     /// Adds `by` to a gauge defined by this filter's configuration.
     pub fn increase_gauge(&mut self, gauge: GaugeId, by: u64) -> Result<(), MetricsError> {
         // SAFETY: `ptr` is this hook's live filter; no labels.
@@ -331,15 +322,6 @@ impl HttpFilterHandle<'_> {
         // SAFETY: `ptr` is this hook's live filter; no labels.
         let code = unsafe {
             abi::envoy_dynamic_module_callback_http_filter_decrement_gauge(self.ptr, gauge.0, std::ptr::null_mut(), 0, by)
-        };
-        MetricsError::from_raw(code)
-    }
-
-    /// Sets a gauge defined by this filter's configuration.
-    pub fn set_gauge(&mut self, gauge: GaugeId, value: u64) -> Result<(), MetricsError> {
-        // SAFETY: `ptr` is this hook's live filter; no labels.
-        let code = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_set_gauge(self.ptr, gauge.0, std::ptr::null_mut(), 0, value)
         };
         MetricsError::from_raw(code)
     }
@@ -406,6 +388,26 @@ impl HttpFilterHandle<'_> {
     pub fn worker_index(&self) -> u32 {
         // SAFETY: `ptr` is this hook's live filter.
         unsafe { abi::envoy_dynamic_module_callback_http_filter_get_worker_index(self.ptr) }
+    }
+}
+
+impl RecordMetrics for HttpFilterHandle<'_> {
+    /// Adds `by` to a counter defined by this filter's configuration.
+    fn increment_counter(&mut self, counter: CounterId, by: u64) -> Result<(), MetricsError> {
+        // SAFETY: `ptr` is this hook's live filter; no labels.
+        let code = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_increment_counter(self.ptr, counter.0, std::ptr::null_mut(), 0, by)
+        };
+        MetricsError::from_raw(code)
+    }
+
+    /// Sets a gauge defined by this filter's configuration.
+    fn set_gauge(&mut self, gauge: GaugeId, value: u64) -> Result<(), MetricsError> {
+        // SAFETY: `ptr` is this hook's live filter; no labels.
+        let code = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_set_gauge(self.ptr, gauge.0, std::ptr::null_mut(), 0, value)
+        };
+        MetricsError::from_raw(code)
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! use envoy_dynamic_module::{ConfigContext, ConfigError, CounterId, FilterConfig, HeaderMap,
-//!     HeadersStatus, HttpFilter, HttpFilterHandle, Module};
+//!     HeadersStatus, HttpFilter, HttpFilterHandle, Module, RecordMetrics};
 //!
 //! struct Mirror;
 //! struct MirrorConfig { prefix: Vec<u8>, rewritten: CounterId }
@@ -76,7 +76,7 @@ mod timer;
 
 pub use callout::{CalloutError, CalloutId, CalloutOutcome, CalloutRequest, CalloutResponse};
 pub use config::{ConfigContext, ConfigError, FilterConfig, Module};
-pub use metrics::{CounterId, GaugeId, MetricsError};
+pub use metrics::{CounterId, GaugeId, MetricsError, RecordMetrics};
 pub use filter::{HeaderMap, HeadersStatus, HttpFilter, HttpFilterHandle};
 pub use timer::{ConfigScheduler, FilterScheduler, Timer, Wake};
 

@@ -40,6 +40,17 @@ impl GaugeId {
     }
 }
 
+/// Counting and setting gauges, alike from a stream's hook
+/// ([`HttpFilterHandle`](crate::HttpFilterHandle)) and from a configuration's
+/// ([`ConfigContext`](crate::ConfigContext)).
+pub trait RecordMetrics {
+    /// Adds `by` to a counter defined by the configuration.
+    fn increment_counter(&mut self, counter: CounterId, by: u64) -> Result<(), MetricsError>;
+
+    /// Sets a gauge defined by the configuration.
+    fn set_gauge(&mut self, gauge: GaugeId, value: u64) -> Result<(), MetricsError>;
+}
+
 /// Why a metrics call failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricsError {

@@ -8,10 +8,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 
-use harbor_mirror_core::driver::{Plugin, LOG_PREFIX};
+use harbor_mirror_core::driver::Plugin;
 use harbor_mirror_core::host::{
     CallAnswer, CallId, CallRequest, CallSender, Host, HostError, Level, MetricId, MetricKind, RequestHeaders, RequestId, SharedValue, StreamHost,
-    Written,
+    Written, LOG_PREFIX,
 };
 
 thread_local! {
@@ -90,7 +90,7 @@ impl Host for WasmHost<'_> {
         level >= LOG_LEVEL.with(Cell::get)
     }
 
-    fn log(&mut self, level: Level, line: &str) {
+    fn write_log(&mut self, level: Level, line: &str) {
         let _ = hostcalls::log(wasm_level(level), line);
     }
 

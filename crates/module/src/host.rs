@@ -11,10 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use envoy_dynamic_module::log::{self as envoy_log, Level as EnvoyLevel};
 use envoy_dynamic_module::{
     CalloutOutcome, CalloutRequest, CalloutResponse, ConfigContext, ConfigScheduler, CounterId, FilterScheduler, GaugeId, HeaderMap,
-    HttpFilterHandle, MetricsError,
+    HttpFilterHandle, MetricsError, RecordMetrics,
 };
 
-use harbor_mirror_core::driver::LOG_PREFIX;
 use harbor_mirror_core::host::{
     CallAnswer, CallId, CallRequest, CallSender, Host, HostError, Level, MetricId, MetricKind, RequestHeaders, RequestId, SharedValue, StreamHost,
     Written,
@@ -22,7 +21,11 @@ use harbor_mirror_core::host::{
 use harbor_mirror_core::metrics;
 use harbor_mirror_core::shared_data::SharedData;
 
-use crate::{SEND_CALLS_EVENT, WOKEN_EVENT};
+/// Configuration events: the timer's tick, and the plugin woken to send queued calls.
+pub const TICK_EVENT: u64 = 1;
+pub const SEND_CALLS_EVENT: u64 = 2;
+/// Filter event: the request's token fetch ended.
+pub const WOKEN_EVENT: u64 = 1;
 
 /// What the configuration and its streams share, besides the plugin.
 pub struct Shared {
@@ -83,23 +86,14 @@ fn envoy_level(level: Level) -> EnvoyLevel {
 }
 
 /// What the module's two contexts do their own way: a stream's hook on its worker
-/// ([`HttpFilterHandle`]) and the configuration's on Envoy's main thread ([`ConfigContext`]).
-pub trait Context {
-    fn count(&mut self, counter: CounterId, by: u64) -> Result<(), MetricsError>;
-    fn set_gauge(&mut self, gauge: GaugeId, value: u64) -> Result<(), MetricsError>;
+/// ([`HttpFilterHandle`]) and the configuration's on Envoy's main thread ([`ConfigContext`]);
+/// both count and set gauges alike ([`RecordMetrics`]).
+pub trait Context: RecordMetrics {
     fn define_metric(&mut self, kind: MetricKind, name: &str) -> Result<Option<MetricId>, HostError>;
     fn send_call(&mut self, call: &CallRequest<'_>) -> Result<CallId, HostError>;
 }
 
 impl Context for HttpFilterHandle<'_> {
-    fn count(&mut self, counter: CounterId, by: u64) -> Result<(), MetricsError> {
-        self.increment_counter(counter, by)
-    }
-
-    fn set_gauge(&mut self, gauge: GaugeId, value: u64) -> Result<(), MetricsError> {
-        HttpFilterHandle::set_gauge(self, gauge, value)
-    }
-
     fn define_metric(&mut self, _kind: MetricKind, _name: &str) -> Result<Option<MetricId>, HostError> {
         // The ABI defines metrics only while the configuration is created.
         Ok(None)
@@ -112,14 +106,6 @@ impl Context for HttpFilterHandle<'_> {
 }
 
 impl Context for ConfigContext<'_> {
-    fn count(&mut self, counter: CounterId, by: u64) -> Result<(), MetricsError> {
-        self.increment_counter(counter, by)
-    }
-
-    fn set_gauge(&mut self, gauge: GaugeId, value: u64) -> Result<(), MetricsError> {
-        ConfigContext::set_gauge(self, gauge, value)
-    }
-
     fn define_metric(&mut self, kind: MetricKind, name: &str) -> Result<Option<MetricId>, HostError> {
         // `metrics_namespace: harbor_mirror` in the filter's configuration puts the namespace back.
         let name = metrics::in_namespace(name);
@@ -169,7 +155,7 @@ impl<C: Context> Host for On<'_, C> {
         envoy_log::enabled(envoy_level(level))
     }
 
-    fn log(&mut self, level: Level, line: &str) {
+    fn write_log(&mut self, level: Level, line: &str) {
         envoy_log::log(envoy_level(level), line);
     }
 
@@ -178,9 +164,8 @@ impl<C: Context> Host for On<'_, C> {
     }
 
     fn count(&mut self, counter: MetricId, by: u64) {
-        if let Err(e) = self.context.count(CounterId::from_raw(counter.0), by) {
-            let line = format!("{LOG_PREFIX}counting: {e}");
-            self.log(Level::Warn, &line);
+        if let Err(e) = self.context.increment_counter(CounterId::from_raw(counter.0), by) {
+            self.log(Level::Warn, format_args!("counting: {e}"));
         }
     }
 

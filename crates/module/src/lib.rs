@@ -22,13 +22,7 @@ use envoy_dynamic_module::{
 use harbor_mirror_core::driver::{Exchange, Plugin, TICK};
 use harbor_mirror_core::host::Flow;
 
-use host::{CalloutAnswer, On, Shared};
-
-/// Configuration events: the timer's tick, and the plugin woken to send queued calls.
-const TICK_EVENT: u64 = 1;
-pub(crate) const SEND_CALLS_EVENT: u64 = 2;
-/// Filter event: the request's token fetch ended.
-pub(crate) const WOKEN_EVENT: u64 = 1;
+use host::{CalloutAnswer, On, Shared, SEND_CALLS_EVENT, TICK_EVENT, WOKEN_EVENT};
 
 /// The first tick: soon, but after Envoy's clusters are up.
 const FIRST_TICK: Duration = Duration::from_millis(100);
@@ -121,7 +115,9 @@ impl HttpFilter for MirrorFilter {
 impl Drop for MirrorFilter {
     fn drop(&mut self) {
         self.plugin.on_stream_end(&self.exchange);
-        self.shared.forget_waker(self.exchange.id());
+        if self.exchange.waited() {
+            self.shared.forget_waker(self.exchange.id());
+        }
     }
 }
 
