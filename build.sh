@@ -224,18 +224,25 @@ EOF
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_SECONDS=${BENCH_SECONDS:-5}
 
-# build_lever REV OUT: harbor_mirror.wasm as `./build.sh build` made it at commit REV (its exports
-# stripped if REV lists them), into OUT; for the levers of tests/bench/levers.txt.
+# build_lever REV OUT ARTIFACTS: what `./build.sh build` made at commit REV, for the levers of
+# tests/bench/levers.txt: with `wasm` in ARTIFACTS, harbor_mirror.wasm (its exports stripped if
+# REV lists them) as OUT.wasm; with `module`, libharbor_mirror.so as OUT.so.
 build_lever() {
-  local rev=$1 out=$2 tree=$BENCH_RUN/lever-tree
+  local rev=$1 out=$2 artifacts=,$3, tree=$BENCH_RUN/lever-tree
   git worktree add -q --detach "$tree" "$rev" || die "tests/bench/levers.txt: no commit $rev in this clone"
-  (cd "$tree" && CARGO_TARGET_DIR=$ROOT/target/levers cargo build -q --release --target wasm32-wasip1 -p harbor-mirror-filter)
-  local raw=$ROOT/target/levers/wasm32-wasip1/release/harbor_mirror.wasm
-  if [ -f "$tree/crates/filter/envoy-exports.txt" ]; then
-    strip_exports "$raw" "$out.exports.wasm" "$tree/crates/filter/envoy-exports.txt"
-    raw=$out.exports.wasm
+  if [[ $artifacts == *,wasm,* ]]; then
+    (cd "$tree" && CARGO_TARGET_DIR=$ROOT/target/levers cargo build -q --release --target wasm32-wasip1 -p harbor-mirror-filter)
+    local raw=$ROOT/target/levers/wasm32-wasip1/release/harbor_mirror.wasm
+    if [ -f "$tree/crates/filter/envoy-exports.txt" ]; then
+      strip_exports "$raw" "$out.exports.wasm" "$tree/crates/filter/envoy-exports.txt"
+      raw=$out.exports.wasm
+    fi
+    wasm-opt "${WASM_OPT_FLAGS[@]}" "$raw" -o "$out.wasm"
   fi
-  wasm-opt "${WASM_OPT_FLAGS[@]}" "$raw" -o "$out"
+  if [[ $artifacts == *,module,* ]]; then
+    (cd "$tree" && CARGO_TARGET_DIR=$ROOT/target/levers cargo build -q --profile module -p harbor-mirror-module)
+    cp "$ROOT/target/levers/module/libharbor_mirror_module.so" "$out.so"
+  fi
   git worktree remove --force "$tree"
 }
 
@@ -274,13 +281,18 @@ cmd_bench() {
     echo "| libharbor_mirror.so (the dynamic module, native) | $(stat -c %s "$MODULE") | |"
   } | tee "$out/sizes.md"
 
-  say "the levers (tests/bench/levers.txt): harbor_mirror.wasm as built at earlier commits"
-  local levers=() key rev label
-  while read -r key rev label; do
+  say "the levers (tests/bench/levers.txt): harbor_mirror.wasm and libharbor_mirror.so as built at earlier commits"
+  local levers=() key rev artifacts label
+  while read -r key rev artifacts label; do
     case $key in '#'* | '') continue ;; esac
-    build_lever "$rev" "$out/lever-$key.wasm"
-    echo "| lever $key: $label (at $rev) | | $(stat -c %s "$out/lever-$key.wasm") |" | tee -a "$out/sizes.md"
-    levers+=(--lever "$key=$out/lever-$key.wasm=$label")
+    build_lever "$rev" "$out/lever-$key" "$artifacts"
+    if [[ ,$artifacts, == *,wasm,* ]]; then
+      echo "| lever $key: $label (at $rev) | | $(stat -c %s "$out/lever-$key.wasm") |" | tee -a "$out/sizes.md"
+      levers+=(--lever "$key=$out/lever-$key.wasm=$label")
+    fi
+    if [[ ,$artifacts, == *,module,* ]]; then
+      levers+=(--module-lever "${key}m=$out/lever-$key.so=$label (the module)")
+    fi
   done <tests/bench/levers.txt
 
   say "core micro-benchmarks (benches/core.rs)"

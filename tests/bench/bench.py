@@ -51,6 +51,7 @@ class Front:
     prefixed: bool  # the clients of this front use Harbor's prefixed names
     steps: str = ""  # for the floor filter: the host calls it replays
     wasm: str = ""  # for a lever: a build of harbor_mirror.wasm other than --wasm, run as c is
+    module: str = ""  # for a lever: a build of libharbor_mirror.so other than --module, run as m is
 
 
 FRONTS = [
@@ -80,8 +81,9 @@ PROFILE_FRONTS = (
 )
 
 
-# The levers (tests/bench/levers.txt): harbor_mirror.wasm as built at earlier commits, each run as
-# c is, under callgrind only; filled from --lever.
+# The levers (tests/bench/levers.txt): harbor_mirror.wasm (and libharbor_mirror.so) as built at
+# earlier commits, each run as c (m) is, under callgrind only; filled from --lever and
+# --module-lever.
 LEVER_FRONTS = []
 
 
@@ -402,6 +404,8 @@ def start_front(front, args, work, upstream_port, callgrind=False):
         filters = [wasm_filter("harbor_mirror", args.wasm, harbor_config(4))]
     elif front.wasm:
         filters = [wasm_filter("harbor_mirror", front.wasm, harbor_config(4))]
+    elif front.module:
+        filters = [module_filter(front.module, harbor_config(4))]
     elif front.key == "c+log":
         filters = [wasm_filter("harbor_mirror", args.wasm, harbor_config(4, log_original_path=True))]
     elif front.key == "c1000":
@@ -529,7 +533,7 @@ def run_instructions(args, upstream_port, digest, work):
         for r in running:
             r.wait_ready(900)
         # Every lever, and the module, must answer as c does: the same behaviour at another cost.
-        answers = {r.front.key: check(r, digest) for r in running if r.front.key in ("c", "m") or r.front.wasm}
+        answers = {r.front.key: check(r, digest) for r in running if r.front.key in ("c", "m") or r.front.wasm or r.front.module}
         for key, answered in answers.items():
             if answered != answers.get("c", answered):
                 sys.exit(f"bench: lever {key} answers {answered}, c answers {answers['c']}")
@@ -727,6 +731,7 @@ def main():
     parser.add_argument("--callgrind-fronts", help="only these fronts under callgrind (default: all, and the profile's)")
     parser.add_argument("--envoy-binary", help="the envoy executable itself (valgrind cannot follow the venv's wrapper)")
     parser.add_argument("--lever", action="append", default=[], help="KEY=WASM=LABEL: an earlier build of harbor_mirror.wasm, run as c under callgrind (repeatable)")
+    parser.add_argument("--module-lever", action="append", default=[], help="KEY=SO=LABEL: an earlier build of libharbor_mirror.so, run as m under callgrind (repeatable)")
     parser.add_argument("--registry", help="PORT=DIGEST: a real registry on 127.0.0.1 holding dockerhub-proxy/library/nginx:latest")
     parser.add_argument("--fronts", default=",".join(front.key for front in FRONTS))
     parser.add_argument("--rounds", type=int, default=3, help="0: no load series (with --callgrind, only the instruction counts)")
@@ -740,6 +745,9 @@ def main():
     for lever in args.lever:
         key, wasm, label = lever.split("=", 2)
         LEVER_FRONTS.append(Front(key, label, False, wasm=wasm))
+    for lever in args.module_lever:
+        key, module, label = lever.split("=", 2)
+        LEVER_FRONTS.append(Front(key, label, False, module=module))
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.sched_setaffinity(0, LOAD_CPUS)
