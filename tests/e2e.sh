@@ -397,6 +397,10 @@ run_case case_bad_configurations_stop_envoy
 # shellcheck source=tests/e2e-auth.sh
 . "$ROOT/tests/e2e-auth.sh"
 
+# The Harbor model's proxy cache and its upstream, shown doing what Harbor's source does.
+# shellcheck source=tests/e2e-proxy-cache.sh
+. "$ROOT/tests/e2e-proxy-cache.sh"
+
 # Discovery: mirrors configured with Harbor's address alone.
 # shellcheck source=tests/e2e-discovery.sh
 . "$ROOT/tests/e2e-discovery.sh"

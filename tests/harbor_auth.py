@@ -48,10 +48,33 @@ would with Harbor, and the filter is tested against what Harbor really says:
   unescaped, as Harbor writes it). `GET /api/v2.0/projects/{name}/summary` needs read on the
   project (anonymous: 401, a robot without it: 403, unknown: 404) and gives a proxy-cache
   project's `registry` (`type`, `url`). `/api` takes Basic credentials, never tokens.
+* The proxy cache and its upstream (`server/middleware/repoproxy/proxy.go`,
+  `controller/proxy/{controller,manifestcache,local}.go`, `pkg/registry/client.go`), for a proxy
+  project given an `upstream_registry` (a second registry standing for the upstream, holding its
+  repositories without the project prefix; the registry above is Harbor's storage). A manifest
+  GET or HEAD: by digest and stored, from storage; otherwise the upstream is asked with a HEAD
+  first (Harbor's own Accept list, never the client's), and a failed HEAD fails the request: 429
+  `TOO_MANY_REQUEST` (or from storage, when stored), 404 `NOT_FOUND` "resource not found: repo R,
+  tag T not found", anything else 500 `UNKNOWN` "internal server error", even when stored. Then a
+  manifest list or index Harbor cached by digest (its redis cache, filled right after the list's
+  first GET) is served from that cache; a stored manifest whose digest the HEAD confirms, from
+  storage; else a HEAD asks the upstream again and answers with its descriptor, and a GET fetches
+  the manifest from the upstream and relays it with an empty `Docker-Content-Digest` when asked
+  by tag; a failure of that second call falls back to storage (404 but for 429 and not found).
+  What a GET fetched is stored in the background: a list after its manifests are stored, a
+  manifest after its blobs are (checked every `store_poll_seconds`, Harbor's 20, `store_polls`
+  times, 10 for a manifest and 20 for a list; then the missing blobs are fetched and stored, then
+  the manifest by digest and by tag). A blob GET: stored, from storage; else streamed from the
+  upstream while a second download runs in the background to store it (a store already under way
+  for the same blob skips its push, not its download); a blob HEAD only ever asks storage. Every
+  call to the upstream is one line of the `upstream_log` (`method`, `kind`, `repository`,
+  `reference`, `purpose`: check, head, pull or store, `status`: null when the connection failed).
 * Test controls Harbor does not have, under `/_model/`: `POST /_model/projects` adds a project
   (`{"name", "public", "proxy", "upstream", "project_id"}`), `DELETE /_model/projects/<name>`
   removes one, `POST /_model/api` with `{"status": 503}` makes the project API answer that
-  (`{"status": null}` heals it).
+  (`{"status": null}` heals it), `POST /_model/upstream` with `{"status": 503}` (or 429) makes the
+  upstream answer that, `{"down": true}` refuses its connections, `{"delay": 0.5}` makes each of
+  its calls take that much longer (`{"status": null, "down": false, "delay": 0}` heals it).
   Everything else authorized is forwarded to the registry unchanged (method, path, query,
   headers but Authorization and hop-by-hop ones, the client's Host) and streamed both ways.
 
@@ -67,8 +90,9 @@ Usage: python3 tests/harbor_auth.py CONFIG.json, a JSON object with `listen` (ho
 (name -> {"public": bool, "proxy": registry type such as "docker-hub" or "quay", absent for a
 normal project}), `robots` (name -> {"password": ..., "access": {project: [actions]}}),
 `token_format` ("jwt" or "opaque"), `token_seconds`, `failed_login_delay` (seconds, default 1.5),
-each project may also have `upstream` (its proxy cache's registry URL; a default by type) and
-`project_id`,
+each project may also have `upstream` (its proxy cache's registry URL; a default by type),
+`project_id` and `upstream_registry` (see the proxy cache above), with `upstream_log` (default:
+the log's path with `.upstream`), `upstream_delay`, `store_poll_seconds` and `store_polls`,
 and, as a test knob Harbor does not have, `token_delay` (project -> seconds to wait before
 answering its token requests). It prints `harbor_auth listening on <listen>` once the socket is
 bound and serves until SIGTERM or SIGINT.
@@ -111,6 +135,14 @@ CHALLENGE_ACTIONS = {"pull": "pull", "push": "pull,push", "delete": "delete"}
 # The URL Harbor's registry endpoints of these types have by default.
 DEFAULT_UPSTREAMS = {"docker-hub": "https://hub.docker.com", "quay": "https://quay.io", "github-ghcr": "https://ghcr.io"}
 API_PREFIX = "/api/v2.0/projects"
+# What Harbor's registry client accepts (pkg/registry/client.go `accepts`), for every upstream
+# manifest call whatever the client asked for.
+MANIFEST_ACCEPTS = ("application/vnd.docker.distribution.manifest.v1+prettyjws",
+                    "application/vnd.docker.distribution.manifest.list.v2+json",
+                    "application/vnd.docker.distribution.manifest.v2+json",
+                    "application/vnd.oci.image.index.v1+json",
+                    "application/vnd.oci.image.manifest.v1+json")
+LIST_TYPES = ("application/vnd.docker.distribution.manifest.list.v2+json", "application/vnd.oci.image.index.v1+json")
 
 
 # Harbor's URL patterns (lib/patterns.go, with distribution's name and digest grammars) ---------
@@ -290,6 +322,7 @@ class Fixture:
         self.opaque = {}  # opaque token -> claims
         self.opaque_lock = threading.Lock()
         self.log = JsonLog(config["log"])
+        self.proxy = ProxyCache(self, config)
 
     def number(self, name, settings):
         """Gives a project its project_id and, for a proxy cache, its registry."""
@@ -654,6 +687,8 @@ class Handler(BaseHTTPRequestHandler):
                 fixture.projects.pop(path[len("/_model/projects/"):], None)
         elif path == "/_model/api" and self.command == "POST":
             fixture.api_failure = json.loads(body).get("status")
+        elif path == "/_model/upstream" and self.command == "POST":
+            fixture.proxy.control(json.loads(body))
         else:
             raise HarborError(404, "NOT_FOUND", "no such control")
         self.reply_json(record, 200, {})
@@ -748,7 +783,108 @@ class Handler(BaseHTTPRequestHandler):
         if info.kind == "tag_list" and self.command == "GET":
             self.tag_list(record, info, query)
             return
+        if fixture.proxy.upstream_of(project) and info.kind == "manifest" and self.command in ("GET", "HEAD"):
+            self.proxy_manifest(record, info)
+            return
+        if fixture.proxy.upstream_of(project) and info.kind == "blob" and self.command == "GET":
+            self.proxy_blob(record, info)
+            return
         self.forward(record)
+
+    # The proxy cache (server/middleware/repoproxy, controller/proxy)
+
+    def proxy_manifest(self, record, info):
+        """handleManifest, from UseLocalManifest on."""
+        proxy = self.server.fixture.proxy
+        repository, reference = info.repository, info.reference
+        by_digest = bool(_DIGEST_RE.match(reference))
+        tag = "" if by_digest else reference
+        stored = proxy.stored_manifest_digest(repository, reference)
+        if stored and by_digest:
+            self.forward(record)
+            return
+        try:
+            described = proxy.upstream_manifest_head(repository, reference, "check")
+        except RateLimited as error:
+            if stored:
+                self.forward(record)
+                return
+            raise HarborError(429, "TOO_MANY_REQUEST", error.message) from None
+        except UpstreamFailed:
+            raise HarborError(500, "UNKNOWN", "internal server error") from None
+        if described is None:
+            raise HarborError(404, "NOT_FOUND", "resource not found: repo %s, tag %s not found" % (repository, tag))
+        digest, media_type, size = described
+        cached = proxy.cached_list(repository, digest)
+        if cached is not None:
+            payload, content_type = cached
+            self.reply(record, 200, payload, content_type, [("Docker-Content-Digest", digest), ("Etag", digest)])
+            return
+        if stored == digest:
+            self.forward(record)
+            return
+        try:
+            if self.command == "HEAD":
+                described = proxy.upstream_manifest_head(repository, reference, "head")
+                if described is None:
+                    raise HarborError(404, "NOT_FOUND", "resource not found: the tag %s:%s is not found" % (repository, tag))
+                digest, media_type, size = described
+                proxy.ensure_tag_later(repository, tag, digest)
+                self.reply_head(record, [("Content-Type", media_type), ("Content-Length", str(size)),
+                                         ("Docker-Content-Digest", digest), ("Etag", digest)])
+                return
+            payload, content_type, digest = proxy.upstream_manifest_get(repository, reference)
+        except RateLimited as error:
+            raise HarborError(429, "TOO_MANY_REQUEST", error.message) from None
+        except UpstreamNotFound as error:
+            raise HarborError(404, "NOT_FOUND", error.message) from None
+        except UpstreamFailed:
+            self.forward(record)  # "Proxy to remote failed, fallback to local repo"
+            return
+        proxy.store_later(repository, tag, by_digest, stored, payload, content_type, digest)
+        # setHeaders with art.Digest: empty when the manifest was asked for by tag.
+        relayed_digest = reference if by_digest else ""
+        self.reply(record, 200, payload, content_type, [("Docker-Content-Digest", relayed_digest), ("Etag", relayed_digest)])
+
+    def proxy_blob(self, record, info):
+        """handleBlob: from storage when stored, else streamed from the upstream and stored."""
+        proxy = self.server.fixture.proxy
+        repository, digest = info.repository, info.reference
+        if proxy.stored_blob(repository, digest):
+            self.forward(record)
+            return
+        try:
+            connection, response = proxy.upstream_blob(repository, digest, "pull")
+        except RateLimited as error:
+            raise HarborError(429, "TOO_MANY_REQUEST", error.message) from None
+        except UpstreamNotFound as error:
+            raise HarborError(404, "NOT_FOUND", error.message) from None
+        except UpstreamFailed:
+            raise HarborError(500, "UNKNOWN", "internal server error") from None
+        try:
+            proxy.store_blob_later(repository, digest)
+            size = response.getheader("Content-Length", "0")
+            self.discard_body()
+            record["status"] = 200
+            self.server.fixture.log.write(record)
+            self.send_response(200)
+            for name, value in (("Content-Length", size), ("Docker-Content-Digest", digest), ("Etag", digest),
+                                ("Content-Type", "application/octet-stream")):
+                self.send_header(name, value)
+            self.end_headers()
+            self.copy_body(response, chunked=False)
+        finally:
+            connection.close()
+
+    def reply_head(self, record, headers):
+        """An answer with headers only, as proxyManifestHead writes it."""
+        self.discard_body()
+        record["status"] = 200
+        self.server.fixture.log.write(record)
+        self.send_response(200)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
 
     def tag_list(self, record, info, query):
         """Harbor's own tag list: sorted, paged by n and last, the next page in a Link header."""
@@ -948,6 +1084,261 @@ class Handler(BaseHTTPRequestHandler):
             if not piece:
                 return
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+
+
+# The proxy cache's upstream and storage -----------------------------------------------------------
+
+class UpstreamFailed(Exception):
+    """A call to the upstream that failed: no connection, or a status Harbor passes on as an error."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+class UpstreamNotFound(UpstreamFailed):
+    """The upstream answered 404 (pkg/registry's NotFoundCode)."""
+
+
+class RateLimited(UpstreamFailed):
+    """The upstream answered 429 (pkg/registry's RateLimitCode)."""
+
+
+class ProxyCache:
+    """Harbor's proxy cache: its upstream (another registry, reached with Harbor's own calls), its
+    storage (the registry behind this server), the manifest-list cache, and the background stores."""
+
+    def __init__(self, fixture, config):
+        self.fixture = fixture
+        self.log = JsonLog(config.get("upstream_log", config["log"] + ".upstream"))
+        self.delay = float(config.get("upstream_delay", 0))
+        self.status = None  # test control: the status every upstream call gets
+        self.down = False  # test control: the upstream refuses connections
+        self.poll_seconds = float(config.get("store_poll_seconds", 20))
+        self.polls = int(config.get("store_polls", 10))
+        self.lists = {}  # (repository, digest) -> (payload, content type): Harbor's redis cache
+        self.pushing = set()  # the inflight checker of local.go: (repository, reference)
+        self.lock = threading.Lock()
+
+    def upstream_of(self, project):
+        settings = self.fixture.projects.get(project) or {}
+        return settings.get("upstream_registry") if settings.get("proxy") else None
+
+    def control(self, settings):
+        if "status" in settings:
+            self.status = settings["status"]
+        if "down" in settings:
+            self.down = bool(settings["down"])
+        if "delay" in settings:
+            self.delay = float(settings["delay"] or 0)
+
+    # Calls to the upstream
+
+    def call(self, repository, method, kind, reference, purpose, accept=()):
+        """One call to the upstream, logged: the open connection and its response, or an error."""
+        project, remote = repository.split("/", 1)
+        record = {"harbor": self.fixture.name, "method": method, "kind": kind, "repository": remote,
+                  "reference": reference, "purpose": purpose, "status": None}
+        if self.delay:
+            time.sleep(self.delay)
+        if self.down:
+            self.log.write(record)
+            raise UpstreamFailed("dial tcp: connect: connection refused")
+        if self.status is not None:
+            record["status"] = self.status
+            self.log.write(record)
+            raise self.failure(self.status, b'{"errors":[{"code":"UNKNOWN"}]}')
+        url = urllib.parse.urlsplit(self.upstream_of(project))
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=REGISTRY_TIMEOUT)
+        try:
+            connection.putrequest(method, "/v2/%s/%ss/%s" % (remote, kind, reference), skip_accept_encoding=True)
+            for media_type in accept:
+                connection.putheader("Accept", media_type)
+            connection.endheaders()
+            response = connection.getresponse()
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            self.log.write(record)
+            raise UpstreamFailed(str(error)) from None
+        record["status"] = response.status
+        self.log.write(record)
+        if not 200 <= response.status <= 299:
+            body = response.read()
+            connection.close()
+            raise self.failure(response.status, body)
+        return connection, response
+
+    @staticmethod
+    def failure(status, body):
+        message = "http status code: %d, body: %s" % (status, body.decode("utf-8", "replace"))
+        if status == 404:
+            return UpstreamNotFound(message)
+        if status == 429:
+            return RateLimited(message)
+        return UpstreamFailed(message)
+
+    def upstream_manifest_head(self, repository, reference, purpose):
+        """client.ManifestExist: (digest, media type, size), or None when the upstream has none."""
+        try:
+            connection, response = self.call(repository, "HEAD", "manifest", reference, purpose, MANIFEST_ACCEPTS)
+        except UpstreamNotFound:
+            return None
+        connection.close()
+        return (response.getheader("Docker-Content-Digest", ""), response.getheader("Content-Type", ""),
+                int(response.getheader("Content-Length", "0") or 0))
+
+    def upstream_manifest_get(self, repository, reference):
+        """client.PullManifest: (payload, content type, digest)."""
+        connection, response = self.call(repository, "GET", "manifest", reference, "pull", MANIFEST_ACCEPTS)
+        try:
+            payload = response.read()
+        finally:
+            connection.close()
+        digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+        return payload, response.getheader("Content-Type", ""), digest
+
+    def upstream_blob(self, repository, digest, purpose):
+        return self.call(repository, "GET", "blob", digest, purpose)
+
+    # Storage
+
+    def storage(self, method, path, headers=(), body=None):
+        """One request to the storage registry: (status, headers, body)."""
+        connection = self.fixture.registry_connection()
+        try:
+            connection.request(method, path, body=body, headers=dict(headers))
+            response = connection.getresponse()
+            return response.status, response, response.read()
+        finally:
+            connection.close()
+
+    def stored_manifest_digest(self, repository, reference):
+        """local.GetManifest: the digest stored under the reference, or None."""
+        status, response, _ = self.storage("HEAD", "/v2/%s/manifests/%s" % (repository, reference),
+                                           [("Accept", ", ".join(MANIFEST_ACCEPTS))])
+        return response.getheader("Docker-Content-Digest") if status == 200 else None
+
+    def stored_blob(self, repository, digest):
+        status, _, _ = self.storage("HEAD", "/v2/%s/blobs/%s" % (repository, digest))
+        return status == 200
+
+    def cached_list(self, repository, digest):
+        with self.lock:
+            return self.lists.get((repository, digest))
+
+    def push_blob(self, repository, digest, data):
+        status, response, _ = self.storage("POST", "/v2/%s/blobs/uploads/" % repository)
+        location = response.getheader("Location", "")
+        if status != 202 or not location:
+            return False
+        target = urllib.parse.urlsplit(location)
+        path = target.path + "?" + (target.query + "&" if target.query else "") + urllib.parse.urlencode({"digest": digest})
+        status, _, _ = self.storage("PUT", path, [("Content-Type", "application/octet-stream"),
+                                                  ("Content-Length", str(len(data)))], data)
+        return status == 201
+
+    def push_manifest(self, repository, reference, content_type, payload):
+        status, _, _ = self.storage("PUT", "/v2/%s/manifests/%s" % (repository, reference),
+                                    [("Content-Type", content_type), ("Content-Length", str(len(payload)))], payload)
+        return status == 201
+
+    def inflight(self, repository, reference):
+        """local.go's inflightChecker.addRequest: False when a push of the same thing is under way."""
+        with self.lock:
+            if (repository, reference) in self.pushing:
+                return False
+            self.pushing.add((repository, reference))
+            return True
+
+    def done(self, repository, reference):
+        with self.lock:
+            self.pushing.discard((repository, reference))
+
+    # The background work of Harbor's goroutines
+
+    def background(self, work, *args):
+        threading.Thread(target=self.quietly, args=(work,) + args, daemon=True).start()
+
+    @staticmethod
+    def quietly(work, *args):
+        try:
+            work(*args)
+        except (OSError, http.client.HTTPException, UpstreamFailed, ValueError, KeyError):
+            pass  # Harbor logs the error; the pull it served is unaffected
+
+    def store_blob_later(self, repository, digest):
+        self.background(self.put_blob_to_local, repository, digest)
+
+    def put_blob_to_local(self, repository, digest):
+        """controller.putBlobToLocal: a second download; its push skips if one is under way."""
+        connection, response = self.upstream_blob(repository, digest, "store")
+        try:
+            if not self.inflight(repository, digest):
+                return
+            try:
+                self.push_blob(repository, digest, response.read())
+            finally:
+                self.done(repository, digest)
+        finally:
+            connection.close()
+
+    def store_later(self, repository, tag, by_digest, stored, payload, content_type, digest):
+        """ProxyManifest's goroutine: push when asked by digest, when nothing is stored, or when the
+        stored digest differs."""
+        if by_digest or stored is None or stored != digest:
+            self.background(self.cache_content, repository, tag, payload, content_type, digest)
+
+    def cache_content(self, repository, tag, payload, content_type, digest):
+        manifest = json.loads(payload)
+        if content_type in LIST_TYPES:
+            with self.lock:
+                self.lists[(repository, digest)] = (payload, content_type)
+            children = [entry["digest"] for entry in manifest.get("manifests", [])]
+            for _ in range(self.polls * 2):  # maxManifestListWait, twice maxManifestWait
+                time.sleep(self.poll_seconds)
+                if all(self.stored_manifest_digest(repository, child) for child in children):
+                    break
+            if not all(self.stored_manifest_digest(repository, child) for child in children):
+                return  # (Harbor would push the list trimmed to the stored manifests)
+            if self.inflight(repository, digest):
+                try:
+                    self.push_manifest(repository, digest, content_type, payload)
+                finally:
+                    self.done(repository, digest)
+            return
+        blobs = [manifest["config"]["digest"]] + [layer["digest"] for layer in manifest.get("layers", [])]
+        missing = blobs
+        for _ in range(self.polls):
+            time.sleep(self.poll_seconds)
+            missing = [blob for blob in blobs if not self.stored_blob(repository, blob)]
+            if not missing:
+                break
+        for blob in missing:
+            connection, response = self.upstream_blob(repository, blob, "store")
+            try:
+                self.push_blob(repository, blob, response.read())
+            finally:
+                connection.close()
+        for reference in [digest] + ([tag] if tag else []):
+            if self.inflight(repository, reference):
+                try:
+                    self.push_manifest(repository, reference, content_type, payload)
+                finally:
+                    self.done(repository, reference)
+
+    def ensure_tag_later(self, repository, tag, digest):
+        """proxyManifestHead's goroutine: once the digest is stored, the tag points at it."""
+        if tag:
+            self.background(self.ensure_tag, repository, tag, digest)
+
+    def ensure_tag(self, repository, tag, digest):
+        for _ in range(self.polls * 2):
+            time.sleep(self.poll_seconds)
+            status, response, payload = self.storage("GET", "/v2/%s/manifests/%s" % (repository, digest),
+                                                     [("Accept", ", ".join(MANIFEST_ACCEPTS))])
+            if status == 200:
+                self.push_manifest(repository, tag, response.getheader("Content-Type", ""), payload)
+                return
 
 
 # The server --------------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 
 The layer holds one file, /etc/harbor-mirror-image, whose text is the label, so that every label
 gives an image of its own digest. Same label, same bytes: tar and gzip carry no timestamps.
+`--layer-bytes N` adds /etc/harbor-mirror-filler, N bytes drawn from the label (they do not
+compress: the layer is about that large); `--index` tags an image index that lists the image,
+as multi-platform images are (copy it with `skopeo copy --all`).
 """
 import argparse
 import gzip
@@ -23,7 +26,16 @@ def write_blob(layout, data):
     return "sha256:" + digest
 
 
-def layer_tar(label):
+def filler(label, size):
+    """`size` bytes that look random and depend only on the label."""
+    out, counter = bytearray(), 0
+    while len(out) < size:
+        out += hashlib.sha256(b"%s/%d" % (label.encode(), counter)).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
+def layer_tar(label, layer_bytes=0):
     content = (label + "\n").encode()
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -33,6 +45,11 @@ def layer_tar(label):
         member = tarfile.TarInfo("etc/harbor-mirror-image")
         member.size, member.mode, member.mtime = len(content), 0o644, 0
         tar.addfile(member, io.BytesIO(content))
+        if layer_bytes:
+            data = filler(label, layer_bytes)
+            member = tarfile.TarInfo("etc/harbor-mirror-filler")
+            member.size, member.mode, member.mtime = len(data), 0o644, 0
+            tar.addfile(member, io.BytesIO(data))
     return out.getvalue()
 
 
@@ -41,10 +58,12 @@ def main():
     parser.add_argument("layout", help="directory of the OCI layout to create")
     parser.add_argument("tag")
     parser.add_argument("label")
+    parser.add_argument("--layer-bytes", type=int, default=0, help="add this many incompressible bytes to the layer")
+    parser.add_argument("--index", action="store_true", help="tag an image index that lists the image")
     args = parser.parse_args()
 
     os.makedirs(os.path.join(args.layout, "blobs", "sha256"), exist_ok=True)
-    tar = layer_tar(args.label)
+    tar = layer_tar(args.label, args.layer_bytes)
     compressed = gzip.compress(tar, mtime=0)
     layer = write_blob(args.layout, compressed)
     config = json.dumps({
@@ -62,14 +81,18 @@ def main():
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": len(compressed)}],
     }, sort_keys=True).encode()
     manifest_digest = write_blob(args.layout, manifest)
+    tagged = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": len(manifest)}
+    if args.index:
+        image_index = json.dumps({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [dict(tagged, platform={"architecture": ARCH, "os": "linux"})],
+        }, sort_keys=True).encode()
+        tagged = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": write_blob(args.layout, image_index),
+                  "size": len(image_index)}
     index = {
         "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": len(manifest),
-            "annotations": {"org.opencontainers.image.ref.name": args.tag},
-        }],
+        "manifests": [dict(tagged, annotations={"org.opencontainers.image.ref.name": args.tag})],
     }
     with open(os.path.join(args.layout, "index.json"), "w") as f:
         json.dump(index, f)
