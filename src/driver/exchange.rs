@@ -77,8 +77,7 @@ impl Plugin {
             Ok(flow) => flow,
             Err(e) => {
                 host.log(Level::Error, &e);
-                let refusal = Refusal::filter_failed();
-                match host.send_reply(refusal.status, &REPLY_HEADERS, refusal.body().as_bytes()) {
+                match refuse(host, &Refusal::filter_failed(), None) {
                     Ok(()) => Flow::Pause,
                     Err(_) => Flow::Continue,
                 }
@@ -178,7 +177,7 @@ impl Plugin {
             }
             Lookup::Refused(refusal) => {
                 host.log(Level::Debug, format_args!("token for project {project}: a recent failure is remembered: {}", refusal.message));
-                reply(host, refusal.status, refusal.body().as_bytes(), debug_header)?;
+                refuse(host, &refusal, debug_header)?;
                 return Ok(Authenticated::Answered);
             }
             Lookup::Wait => None,
@@ -192,7 +191,7 @@ impl Plugin {
                 let commands = tokens.fetches().dispatched(&call.project, Err(refusal.message.clone()));
                 tokens.run(&self.metrics, &self.woken, host, commands);
             }
-            reply(host, refusal.status, refusal.body().as_bytes(), debug_header)?;
+            refuse(host, &refusal, debug_header)?;
             return Ok(Authenticated::Answered);
         }
         let Some(call) = call else {
@@ -221,7 +220,7 @@ impl Plugin {
         };
         let done = match outcome {
             Outcome::Resume(token) => host.set_request_header("authorization", bearer(&token).as_bytes()).and_then(|()| host.resume()),
-            Outcome::Refuse(refusal) => reply(host, refusal.status, refusal.body().as_bytes(), None),
+            Outcome::Refuse(refusal) => refuse(host, &refusal, None),
         };
         if let Err(e) = done {
             host.log(Level::Warn, format_args!("resuming a request after its token fetch: {e}"));
@@ -277,7 +276,7 @@ impl Plugin {
                 if let Some(tokens) = tokens {
                     tokens.forget(host, &project)?;
                 }
-                reply(host, refusal.status, refusal.body().as_bytes(), None)?;
+                refuse(host, &refusal, None)?;
                 Ok(Flow::Pause)
             }
         }
@@ -306,6 +305,11 @@ fn reply(host: &mut impl StreamHost, status: u32, body: &[u8], debug_header: Opt
             host.send_reply(status, &[first, second, (DEBUG_HEADER, value)], body)
         }
     }
+}
+
+/// Answers the request here with the refusal's OCI error.
+fn refuse(host: &mut impl StreamHost, refusal: &Refusal, debug_header: Option<&str>) -> Result<(), HostError> {
+    reply(host, refusal.status, refusal.body().as_bytes(), debug_header)
 }
 
 fn bearer(token: &str) -> String {
