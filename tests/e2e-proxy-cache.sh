@@ -60,6 +60,22 @@ pc_get() {
     -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json' \
     -D "$3.headers" -o "$3" -w '%{http_code}' "http://$PC_HARBOR$2"
 }
+# digest_of FILE: the sha256 digest of FILE's bytes.
+digest_of() { echo "sha256:$(sha256sum <"$1" | cut -d' ' -f1)"; }
+# pc_get_at_once COUNT PATH NAME DIGEST: COUNT concurrent GETs of PATH, each answered 200 with
+# content of DIGEST (bodies in $PROXY_DIR/NAME-1...).
+pc_get_at_once() {
+  local i pids=()
+  for ((i = 1; i <= $1; i++)); do
+    pc_get GET "$2" "$PROXY_DIR/$3-$i" >"$PROXY_DIR/$3-$i.status" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  for ((i = 1; i <= $1; i++)); do
+    expect_eq "$3 $i" "$(cat "$PROXY_DIR/$3-$i.status")" 200
+    expect_eq "$3 $i's content" "$(digest_of "$PROXY_DIR/$3-$i")" "$4"
+  done
+}
 pc_header() { tr -d '\r' <"$1.headers" | awk -v name="$2" 'tolower($1) == tolower(name) ":" {sub(/^[^:]*: ?/, ""); print; exit}'; }
 # upstream_calls MARK JQ_FILTER: how many upstream calls since line MARK match the filter.
 upstream_calls() { tail -n +"$(($1 + 1))" "$UPSTREAM_LOG" | jq -c "select($2)" | wc -l; }
@@ -70,7 +86,7 @@ stored() { curl -sf -o /dev/null -I -H 'Accept: application/vnd.oci.image.manife
 case_model_pull_by_tag_goes_upstream_until_stored() {
   local mark; mark=$(upstream_mark)
   expect_eq "GET by tag" "$(pc_get GET /v2/hub/library/bytag/manifests/1 "$PROXY_DIR/m")" 200
-  expect_eq "the manifest" "sha256:$(sha256sum <"$PROXY_DIR/m" | cut -d' ' -f1)" "$PC_TAG"
+  expect_eq "the manifest" "$(digest_of "$PROXY_DIR/m")" "$PC_TAG"
   expect_eq "Docker-Content-Digest relayed from the upstream by tag" "$(pc_header "$PROXY_DIR/m" Docker-Content-Digest)" ""
   grep -qi '^Docker-Content-Digest:' "$PROXY_DIR/m.headers" || { echo "FAIL: no Docker-Content-Digest header at all"; return 1; }
   expect_eq "upstream HEADs" "$(upstream_calls "$mark" '.kind == "manifest" and .method == "HEAD"')" 1
@@ -79,7 +95,7 @@ case_model_pull_by_tag_goes_upstream_until_stored() {
   local blob
   for blob in $(jq -r '.config.digest, .layers[].digest' "$PROXY_DIR/m"); do
     expect_eq "GET blob $blob" "$(pc_get GET "/v2/hub/library/bytag/blobs/$blob" "$PROXY_DIR/b")" 200
-    expect_eq "blob $blob" "sha256:$(sha256sum <"$PROXY_DIR/b" | cut -d' ' -f1)" "$blob"
+    expect_eq "blob $blob" "$(digest_of "$PROXY_DIR/b")" "$blob"
   done
   wait_for 15 "the tag stored" stored library/bytag/manifests/1
   mark=$(upstream_mark)
@@ -96,17 +112,8 @@ case_model_pull_by_tag_goes_upstream_until_stored() {
 case_model_a_burst_costs_one_upstream_get_per_request() {
   local mark; mark=$(upstream_mark)
   pc_control '{"delay": 0.3}'
-  local i pids=()
-  for i in 1 2 3 4 5; do
-    pc_get GET /v2/hub/library/burst/manifests/1 "$PROXY_DIR/burst-$i" >"$PROXY_DIR/burst-$i.status" &
-    pids+=($!)
-  done
-  wait "${pids[@]}"
+  pc_get_at_once 5 /v2/hub/library/burst/manifests/1 burst "$PC_BURST"
   pc_control '{"delay": 0}'
-  for i in 1 2 3 4 5; do
-    expect_eq "request $i" "$(cat "$PROXY_DIR/burst-$i.status")" 200
-    expect_eq "request $i's manifest" "sha256:$(sha256sum <"$PROXY_DIR/burst-$i" | cut -d' ' -f1)" "$PC_BURST"
-  done
   expect_eq "upstream GETs for 5 requests at once" "$(upstream_calls "$mark" '.kind == "manifest" and .method == "GET"')" 5
   echo "ok: 5 concurrent GETs of an uncached tag: 5 manifest GETs upstream (Docker Hub counts each as a pull)"
 }
@@ -125,16 +132,7 @@ case_model_a_layer_is_downloaded_twice_per_request() {
   expect_eq "HEAD of an uncached blob (storage only)" "$(pc_get HEAD "/v2/hub/library/blob/blobs/$layer" "$PROXY_DIR/bh")" 404
   local mark; mark=$(upstream_mark)
   expect_eq "upstream calls for a blob HEAD" "$(upstream_calls "$mark" 'true')" 0
-  local i pids=()
-  for i in 1 2 3; do
-    pc_get GET "/v2/hub/library/blob/blobs/$layer" "$PROXY_DIR/layer-$i" >"$PROXY_DIR/layer-$i.status" &
-    pids+=($!)
-  done
-  wait "${pids[@]}"
-  for i in 1 2 3; do
-    expect_eq "GET $i" "$(cat "$PROXY_DIR/layer-$i.status")" 200
-    expect_eq "layer $i" "sha256:$(sha256sum <"$PROXY_DIR/layer-$i" | cut -d' ' -f1)" "$layer"
-  done
+  pc_get_at_once 3 "/v2/hub/library/blob/blobs/$layer" layer "$layer"
   wait_for 20 "the layer stored" stored "library/blob/blobs/$layer"
   expect_eq "upstream downloads for 3 GETs" "$(upstream_calls "$mark" '.kind == "blob" and .method == "GET"')" 6
   expect_eq "HEAD once stored" "$(pc_get HEAD "/v2/hub/library/blob/blobs/$layer" "$PROXY_DIR/bh")" 200
@@ -171,7 +169,7 @@ case_model_a_rate_limited_upstream_serves_what_is_stored() {
 case_model_an_index_is_served_from_harbors_cache_after_its_first_get() {
   local mark; mark=$(upstream_mark)
   expect_eq "GET index by tag" "$(pc_get GET /v2/hub/library/index/manifests/1 "$PROXY_DIR/i")" 200
-  expect_eq "the index" "sha256:$(sha256sum <"$PROXY_DIR/i" | cut -d' ' -f1)" "$PC_INDEX"
+  expect_eq "the index" "$(digest_of "$PROXY_DIR/i")" "$PC_INDEX"
   expect_eq "upstream GETs, first" "$(upstream_calls "$mark" '.method == "GET"')" 1
   sleep 0.5 # the list is cached by Harbor's background work, right after the GET
   mark=$(upstream_mark)
