@@ -31,6 +31,5 @@ mod plugin;
 mod tokens;
 mod woken;
 
-pub use active::Active;
 pub use exchange::{Exchange, ORIGINAL_PATH_KEY};
 pub use plugin::{Plugin, TICK};

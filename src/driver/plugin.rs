@@ -1,7 +1,6 @@
 //! The plugin instance: its configurations, their state, and the events of its own context.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::higress::{DomainSelector, PluginConfig};
@@ -82,11 +81,6 @@ impl Plugin {
     /// Whether any configuration is in managed mode (its requests may pause for a token).
     pub fn manages(&self) -> bool {
         self.domains.iter().any(|domain| domain.tokens.is_some())
-    }
-
-    /// The configuration requests of domain `index` get now (for tests and tools).
-    pub fn active(&self, index: usize) -> Option<Arc<Active>> {
-        self.domains.get(index).map(|domain| domain.current.get())
     }
 
     /// The plugin's timer ticked: held counts go to the host, then each configuration's
