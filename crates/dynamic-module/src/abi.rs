@@ -130,6 +130,8 @@ pub(crate) const STATUS_CONTINUE: CEnum = 0;
 pub(crate) const HEADERS_STATUS_STOP_ITERATION: CEnum = 1;
 // envoy_dynamic_module_type_on_http_filter_{request,response}_body_status
 pub(crate) const BODY_STATUS_STOP_ITERATION_AND_WATERMARK: CEnum = 2;
+// envoy_dynamic_module_type_http_body_type: the body the response-body hook just received.
+pub(crate) const BODY_TYPE_RECEIVED_RESPONSE_BODY: CEnum = 2;
 // envoy_dynamic_module_type_on_http_filter_{request,response}_trailers_status
 pub(crate) const TRAILERS_STATUS_STOP_ITERATION: CEnum = 1;
 
@@ -237,6 +239,12 @@ unsafe extern "C" {
         header_type: CEnum,
         result: *mut EnvoyHttpHeader,
     ) -> bool;
+    /// new (1.40: its disassembly takes two arguments and returns the count). How many chunks
+    /// the body `body_type` holds (0 if there is none).
+    pub(crate) fn envoy_dynamic_module_callback_http_get_body_chunks_size(filter: FilterEnvoyPtr, body_type: CEnum) -> usize;
+    /// new. Fills `result` with the body's chunks; `result` must have room for
+    /// `get_body_chunks_size` entries.
+    pub(crate) fn envoy_dynamic_module_callback_http_get_body_chunks(filter: FilterEnvoyPtr, body_type: CEnum, result: *mut EnvoyBuffer) -> bool;
     /// new. `result` must have room for every value (count them with `get_header` first).
     pub(crate) fn envoy_dynamic_module_callback_http_get_header_values(
         filter: FilterEnvoyPtr,

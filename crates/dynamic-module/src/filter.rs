@@ -81,6 +81,13 @@ pub trait HttpFilter: 'static {
         HeadersStatus::Continue
     }
 
+    /// A chunk of the response body arrived (`end_of_stream`: it is the last); read it with
+    /// [`HttpFilterHandle::received_response_body`]. It passes on after this returns (unless the
+    /// filter holds the response headers: then it is held with them).
+    fn on_response_body(&mut self, envoy: &mut HttpFilterHandle<'_>, end_of_stream: bool) {
+        let _ = (envoy, end_of_stream);
+    }
+
     /// A callout started with [`HttpFilterHandle::http_callout`] finished. If the stream was
     /// stopped for it, continue it (or answer locally) from here.
     fn on_callout_done(&mut self, envoy: &mut HttpFilterHandle<'_>, callout: CalloutId, response: CalloutResponse<'_>) {
@@ -156,6 +163,28 @@ impl HttpFilterHandle<'_> {
         // SAFETY: Envoy's buffer points into its header map, valid until the hook returns or a
         // header setter runs; the result borrows `&self`, and setters need `&mut self`.
         (Some(unsafe { abi::envoy_bytes(value) }), count)
+    }
+
+    /// The chunks of response body the current `on_response_body` received, as views into
+    /// Envoy's buffer; none outside that hook.
+    pub fn received_response_body(&self) -> Vec<&[u8]> {
+        // SAFETY: `ptr` is this hook's live filter.
+        let count = unsafe { abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.ptr, abi::BODY_TYPE_RECEIVED_RESPONSE_BODY) };
+        if count == 0 {
+            return Vec::new();
+        }
+        let mut raw = vec![abi::EnvoyBuffer::NULL; count];
+        // SAFETY: `raw` has room for the `count` chunks Envoy just reported, and nothing can
+        // change the body between the two calls (same hook, `&self`).
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_body_chunks(self.ptr, abi::BODY_TYPE_RECEIVED_RESPONSE_BODY, raw.as_mut_ptr())
+        };
+        if !ok {
+            return Vec::new();
+        }
+        // SAFETY: views into Envoy's body buffer, valid until the hook returns; the result
+        // borrows `&self`, and nothing here changes the body.
+        raw.into_iter().map(|buffer| unsafe { abi::envoy_bytes(buffer) }).collect()
     }
 
     /// Every value of header `name` in `map` (e.g. several `www-authenticate`), in order, as

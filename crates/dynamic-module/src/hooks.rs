@@ -327,9 +327,10 @@ extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(filter_envoy: Filter
 }
 
 // ----------------------------------------------------------------------------- bodies, trailers
-// Not surfaced: the data passes, except while the filter holds that direction's headers (it
-// returned StopIteration and has not continued); then it is held too, or Envoy would continue
-// the headers with the first chunk.
+// The data passes, except while the filter holds that direction's headers (it returned
+// StopIteration and has not continued); then it is held too, or Envoy would continue the headers
+// with the first chunk. Of them, only the response body reaches the filter (`on_response_body`),
+// to read, never to hold.
 
 /// # Safety
 /// `filter` must be our live filter pointer, on the stream's worker thread.
@@ -352,9 +353,16 @@ extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(_: FilterEnvo
 }
 
 #[unsafe(no_mangle)]
-extern "C" fn envoy_dynamic_module_on_http_filter_response_body(_: FilterEnvoyPtr, filter: FilterModulePtr, _end_of_stream: bool) -> CEnum {
+extern "C" fn envoy_dynamic_module_on_http_filter_response_body(filter_envoy: FilterEnvoyPtr, filter: FilterModulePtr, end_of_stream: bool) -> CEnum {
     // SAFETY: as in on_http_filter_request_body.
-    if unsafe { held(filter, false) } { abi::BODY_STATUS_STOP_ITERATION_AND_WATERMARK } else { abi::STATUS_CONTINUE }
+    if unsafe { held(filter, false) } {
+        return abi::BODY_STATUS_STOP_ITERATION_AND_WATERMARK;
+    }
+    // SAFETY: Envoy passes our live filter pointer, on the stream's worker thread.
+    let slot = unsafe { filter_slot(filter) };
+    // SAFETY: Envoy passes its own filter with ours.
+    unsafe { dispatch(slot, filter_envoy, "on_response_body", |f, h| f.on_response_body(h, end_of_stream)) };
+    abi::STATUS_CONTINUE
 }
 
 #[unsafe(no_mangle)]
