@@ -245,6 +245,9 @@ pub trait StreamHost: Host {
     /// Lets a request paused in its headers phase go on.
     fn resume(&mut self) -> Result<(), HostError>;
 
+    /// Hands `read` the chunk of the answer's body this response-body event is about.
+    fn response_body<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<R, HostError>;
+
     /// The request is about to pause for its token: make sure [`Host::wake`] can reach it.
     fn prepare_to_wait(&mut self, request: RequestId) -> Result<(), HostError> {
         let _ = request;
@@ -281,6 +284,8 @@ pub struct RequestHeaders<'h> {
     pub scheme: &'h [u8],
     /// `x-forwarded-proto`.
     pub forwarded_proto: &'h [u8],
+    /// `accept`: part of the key of a manifest GET that may wait for an identical one.
+    pub accept: &'h [u8],
 }
 
 impl<'h> RequestHeaders<'h> {
@@ -294,6 +299,7 @@ impl<'h> RequestHeaders<'h> {
             b":authority" => &mut self.authority,
             b":scheme" => &mut self.scheme,
             b"x-forwarded-proto" => &mut self.forwarded_proto,
+            b"accept" => &mut self.accept,
             _ => return,
         };
         if slot.is_empty() {

@@ -46,7 +46,8 @@
 //!
 //! this crate (src/), top floor first:
 //!   driver            every flow against the host: configure, a request and its answer
-//!                     (exchange), managed mode's tokens, discovery's refresh, ticks and calls
+//!                     (exchange), managed mode's tokens, discovery's refresh, the requests
+//!                     waiting for an identical one (waiting), ticks and calls
 //!   plan              a request's plan from its headers: count, log, reply or forward
 //!   response          what Harbor's answer to a forwarded request comes to
 //!   decide            one request's decision: its registry and Harbor path, or its refusal
@@ -63,9 +64,10 @@
 //!   harbor  refusal  path
 //!                     Harbor's token service, its answers and JWT claims; the OCI error reply;
 //!                     what a request path must look like
-//!   authority  oci  query  shared_data
+//!   authority  oci  query  shared_data  coalesce
 //!                     the request's host; the registry API's grammar and error bodies; the ns
-//!                     parameter and query encoding; shared data for hosts without a store
+//!                     parameter and query encoding; shared data for hosts without a store; the
+//!                     waiting list of identical manifest GETs
 //!   host  wire  base64  ascii  docker_hub
 //!                     the interface the adapters implement (headers, replies, calls, shared
 //!                     data, metrics, logs, the clock); the configuration's JSON form; Basic
@@ -82,6 +84,7 @@ mod ascii;
 mod base64;
 pub mod authority;
 pub mod challenge;
+pub mod coalesce;
 pub mod config;
 pub mod decide;
 pub mod discovery;

@@ -69,6 +69,12 @@ pub enum Metric {
     DiscoveryRegistries,
     /// `harbor_mirror.wasm_memory_bytes`.
     WasmMemoryBytes,
+    /// `harbor_mirror.coalesce.waited`.
+    CoalesceWaited,
+    /// `harbor_mirror.coalesce.released`.
+    CoalesceReleased,
+    /// `harbor_mirror.coalesce.waited_ms`.
+    CoalesceWaitedMs,
 }
 
 const COUNTER: MetricKind = MetricKind::Counter;
@@ -79,7 +85,7 @@ const fn def(name: &'static str, kind: MetricKind, help: &'static str) -> Def {
 }
 
 /// Every metric: those of [`Metric`], in its order, then the per-registry family.
-pub const METRICS: [Def; 12] = [
+pub const METRICS: [Def; 15] = [
     def("harbor_mirror.rewritten", COUNTER, "repository and token requests mapped to a Harbor project and forwarded"),
     def("harbor_mirror.passed", COUNTER, "requests forwarded without mapping (non-repository paths, prefixed names, no registry)"),
     def("harbor_mirror.rejected", COUNTER, "requests answered with an OCI error"),
@@ -91,6 +97,9 @@ pub const METRICS: [Def; 12] = [
     def("harbor_mirror.discovery.failures", COUNTER, "discovery: refreshes that failed (the last good mapping stayed)"),
     def("harbor_mirror.discovery.registries", GAUGE, "discovery: the registries of the mapping applied"),
     Def { wasm_only: true, ..def("harbor_mirror.wasm_memory_bytes", GAUGE, "the linear memory of the plugin's VMs, summed") },
+    def("harbor_mirror.coalesce.waited", COUNTER, "manifest GETs that waited for the identical one in flight"),
+    def("harbor_mirror.coalesce.released", COUNTER, "waiting manifest GETs served the answer of the identical one, once harbor let their own credentials read it"),
+    def("harbor_mirror.coalesce.waited_ms", COUNTER, "the milliseconds waiting manifest GETs waited, summed"),
     Def { label: Some("key"), ..def(REGISTRY_REWRITTEN, COUNTER, "rewritten requests per registry") },
 ];
 
@@ -98,7 +107,7 @@ pub const METRICS: [Def; 12] = [
 pub const REGISTRY_REWRITTEN: &str = "harbor_mirror.registry.<key>.rewritten";
 
 impl Metric {
-    const ALL: [Metric; 11] = [
+    const ALL: [Metric; 14] = [
         Metric::Rewritten,
         Metric::Passed,
         Metric::Rejected,
@@ -110,6 +119,9 @@ impl Metric {
         Metric::DiscoveryFailures,
         Metric::DiscoveryRegistries,
         Metric::WasmMemoryBytes,
+        Metric::CoalesceWaited,
+        Metric::CoalesceReleased,
+        Metric::CoalesceWaitedMs,
     ];
 
     /// Its row of [`METRICS`].
@@ -137,10 +149,15 @@ impl Counter {
 
     /// Adds one, now or at the next [`Metrics::flush`].
     pub fn add_one(&self, host: &mut impl Host) {
+        self.add(host, 1);
+    }
+
+    /// Adds `by`, now or at the next [`Metrics::flush`].
+    pub fn add(&self, host: &mut impl Host, by: u64) {
         if host.holds_counts() {
-            self.held.fetch_add(1, Ordering::Relaxed);
+            self.held.fetch_add(by, Ordering::Relaxed);
         } else {
-            host.count(self.id, 1);
+            host.count(self.id, by);
         }
     }
 
@@ -237,6 +254,13 @@ impl Metrics {
     pub fn add_one(&self, host: &mut impl Host, metric: Metric) {
         if let Some(counter) = self.counter(metric) {
             counter.add_one(host);
+        }
+    }
+
+    /// Adds `by` to counter `metric`.
+    pub fn add(&self, host: &mut impl Host, metric: Metric, by: u64) {
+        if let Some(counter) = self.counter(metric) {
+            counter.add(host, by);
         }
     }
 

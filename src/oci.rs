@@ -167,6 +167,10 @@ pub enum ErrorCode {
     Unavailable,
     /// 404: nothing is served at this path (Harbor's own code for it; the OCI spec has none).
     NotFound,
+    /// 401: the request's credentials are missing or not enough.
+    Unauthorized,
+    /// Any other failure (Harbor's own code for its 5xx answers).
+    Unknown,
 }
 
 impl ErrorCode {
@@ -181,6 +185,8 @@ impl ErrorCode {
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Unknown => "UNKNOWN",
         }
     }
 }

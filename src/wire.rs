@@ -83,7 +83,7 @@ macro_rules! wire_config {
     ($(#[$doc:meta])* $name:ident { $($extra:tt)* }) => {
         $(#[$doc])*
         #[derive(Clone, Deserialize)]
-        #[serde(deny_unknown_fields)]
+        #[serde(deny_unknown_fields, expecting = "an object")]
         pub(crate) struct $name {
             /// In document order, a repeated key refused; `None` when absent (with `discover`,
             /// the registries come from Harbor).
@@ -103,6 +103,8 @@ macro_rules! wire_config {
             pub auth: Option<WireAuth>,
             #[serde(default, deserialize_with = "discover")]
             pub discover: Option<WireDiscover>,
+            #[serde(default, deserialize_with = "coalesce")]
+            pub coalesce: Option<WireCoalesce>,
             $($extra)*
         }
     };
@@ -139,7 +141,7 @@ wire_config!(
 
 /// Higress's envelope without a global configuration (`defaultConfigDisable: true`).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(crate) struct WireRulesOnly {
     #[serde(rename = "_rules_", deserialize_with = "rules")]
     pub rules: Vec<WireRule>,
@@ -148,22 +150,22 @@ pub(crate) struct WireRulesOnly {
 impl WireRule {
     /// The configuration's fields, without the rule's.
     pub fn config(self) -> WireConfig {
-        let WireRule { registries, default_registry, passthrough_projects, read_only, debug_header, log_original_path, auth, discover, .. } = self;
-        WireConfig { registries, default_registry, passthrough_projects, read_only, debug_header, log_original_path, auth, discover }
+        let WireRule { registries, default_registry, passthrough_projects, read_only, debug_header, log_original_path, auth, discover, coalesce, .. } = self;
+        WireConfig { registries, default_registry, passthrough_projects, read_only, debug_header, log_original_path, auth, discover, coalesce }
     }
 }
 
 impl WireEnvelope {
     /// The rules, and the global configuration.
     pub fn split(self) -> (Vec<WireRule>, WireConfig) {
-        let WireEnvelope { registries, default_registry, passthrough_projects, read_only, debug_header, log_original_path, auth, discover, rules } = self;
-        (rules, WireConfig { registries, default_registry, passthrough_projects, read_only, debug_header, log_original_path, auth, discover })
+        let WireEnvelope { registries, default_registry, passthrough_projects, read_only, debug_header, log_original_path, auth, discover, coalesce, rules } = self;
+        (rules, WireConfig { registries, default_registry, passthrough_projects, read_only, debug_header, log_original_path, auth, discover, coalesce })
     }
 }
 
 /// `discover`.
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(crate) struct WireDiscover {
     pub cluster: String,
     pub authority: String,
@@ -175,9 +177,19 @@ pub(crate) struct WireDiscover {
     pub timeout_ms: Option<u64>,
 }
 
+/// `coalesce`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an object")]
+pub(crate) struct WireCoalesce {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub max_wait_ms: Option<u64>,
+}
+
 /// `auth`.
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(crate) struct WireAuth {
     #[serde(default = "yes")]
     pub rewrite_tokens: bool,
@@ -193,7 +205,7 @@ pub(crate) struct WireAuth {
 
 /// `auth.robot`, `discover.robot`.
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(crate) struct WireRobot {
     pub username: String,
     pub password: String,
@@ -201,7 +213,7 @@ pub(crate) struct WireRobot {
 
 /// `registries[k]`.
 #[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(crate) struct WireRegistry {
     #[serde(default)]
     pub project: Option<String>,
@@ -265,6 +277,11 @@ fn auth<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<WireAuth>, 
 /// `discover`, read at `discover`.
 fn discover<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<WireDiscover>, D::Error> {
     at(|| "discover".to_owned(), || Option::<WireDiscover>::deserialize(deserializer))
+}
+
+/// `coalesce`, read at `coalesce`.
+fn coalesce<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<WireCoalesce>, D::Error> {
+    at(|| "coalesce".to_owned(), || Option::<WireCoalesce>::deserialize(deserializer))
 }
 
 /// `_match_domain_`, read at `_match_domain_`.

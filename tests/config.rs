@@ -4,6 +4,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
+use harbor_mirror_core::config::Coalesce;
 use harbor_mirror_core::{Config, PluginConfig};
 
 mod common;
@@ -56,6 +57,12 @@ fn mistakes_are_named_by_field_key_and_value() {
         (r#"{"registries": {"quay.io": {}}, "auth": {"robot": {"username": "r", "password": "p"}, "cluster": "h", "authority": "h", "timeout_ms": 0}}"#, "auth.timeout_ms: must be between 1 and 60000"),
         (r#"{"registries": {"quay.io": {}}, "read_only": false, "auth": {"robot": {"username": "r", "password": "p"}, "cluster": "h", "authority": "h"}}"#, "auth.robot: managed mode pulls only; it needs read_only true"),
         (r#"{"registries": {"quay.io": {}}, "auth": {"cluster": "harbor"}}"#, "auth.cluster: is only used with auth.robot (managed mode)"),
+        (r#"{"registries": {"quay.io": {}}, "coalesce": {"max_wait_ms": 99}}"#, "coalesce.max_wait_ms: must be between 100 and 600000"),
+        (r#"{"registries": {"quay.io": {}}, "coalesce": {"max_wait_ms": 600001}}"#, "coalesce.max_wait_ms: must be between 100 and 600000"),
+        (r#"{"registries": {"quay.io": {}}, "coalesce": {"enabled": "yes"}}"#, "coalesce: invalid type: string \"yes\", expected a boolean"),
+        (r#"{"registries": {"quay.io": {}}, "coalesce": {"max_wait": 100}}"#, "coalesce: unknown field `max_wait`"),
+        (r#"{"registries": {"quay.io": {}}, "coalesce": true}"#, "coalesce: invalid type: boolean `true`, expected an object"),
+        (r#"{"registries": {"quay.io": {}}, "auth": true}"#, "auth: invalid type: boolean `true`, expected an object"),
     ];
     let mut report = Report::new("configuration mistakes");
     for (json, expected) in rows {
@@ -122,9 +129,26 @@ fn the_contract_example_compiles_with_its_defaults() {
     assert!(config.read_only);
     assert!(!config.debug_header);
     assert!(!config.log_original_path);
+    assert_eq!(config.coalesce, Coalesce { enabled: true, max_wait_ms: 30_000 });
     let keys: Vec<&str> = config.registries().iter().map(|r| r.key.as_str()).collect();
     assert_eq!(keys, ["docker.io", "quay.io"]);
     assert!(config.is_project("production") && config.is_project("quay-proxy") && !config.is_project("library"));
+}
+
+#[test]
+fn coalesce_is_read_as_the_contract_writes_it() {
+    let rows: &[(&str, &str, Coalesce)] = &[
+        ("the contract's own", r#""coalesce": {"enabled": true, "max_wait_ms": 30000}"#, Coalesce { enabled: true, max_wait_ms: 30_000 }),
+        ("off", r#""coalesce": {"enabled": false}"#, Coalesce { enabled: false, max_wait_ms: 30_000 }),
+        ("the shortest wait", r#""coalesce": {"max_wait_ms": 100}"#, Coalesce { enabled: true, max_wait_ms: 100 }),
+        ("the longest wait", r#""coalesce": {"max_wait_ms": 600000}"#, Coalesce { enabled: true, max_wait_ms: 600_000 }),
+        ("an empty object", r#""coalesce": {}"#, Coalesce { enabled: true, max_wait_ms: 30_000 }),
+    ];
+    let mut report = Report::new("coalesce");
+    for (name, field, want) in rows {
+        let json = format!(r#"{{"registries": {{"docker.io": {{"project": "hub"}}}}, {field}}}"#);
+        report.eq(name, Config::from_json(json.as_bytes()).map(|config| config.coalesce).map_err(|e| e.to_string()), Ok(*want));
+    }
 }
 
 #[test]

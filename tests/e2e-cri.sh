@@ -32,7 +32,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     bin_dir = "$CRI_DIR/cni/bin"
     conf_dir = "$CRI_DIR/cni/conf"
   # As k3s and RKE2 configure it: mirrors from the certs.d tree, and a registries.yaml
-  # `configs:` entry's credentials for the private mirror (the node's Harbor robot).
+  # "configs:" entry's credentials for the private mirror (the node's Harbor robot).
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "$CRI_CERTS"
   [plugins."io.containerd.grpc.v1.cri".registry.configs."$MIRROR_private".auth]

@@ -27,8 +27,11 @@ PC_BURST=$(seed_upstream library/burst:1 "pulled by many at once")
 PC_HEAD=$(seed_upstream library/head:1 "resolved with HEAD")
 PC_BLOB=$(seed_upstream library/blob:1 "a layer of 8 MiB" --layer-bytes 8388608)
 PC_INDEX=$(seed_upstream library/index:1 "a multi-platform image" --index)
-[ -n "$PC_TAG" ] && [ -n "$PC_BURST" ] && [ -n "$PC_HEAD" ] && [ -n "$PC_BLOB" ] && [ -n "$PC_INDEX" ] ||
-  { echo "seeding the upstream failed"; exit 1; }
+PC_CROWD=$(seed_upstream library/crowd:1 "pulled through the mirror by twenty at once")
+PC_SECRET=$(seed_upstream library/secret:1 "a private project's image, pulled at once by the entitled and the others")
+PC_ROLLOUT=$(seed_upstream library/rollout:1 "pulled by several containerd at once")
+[ -n "$PC_TAG" ] && [ -n "$PC_BURST" ] && [ -n "$PC_HEAD" ] && [ -n "$PC_BLOB" ] && [ -n "$PC_INDEX" ] &&
+  [ -n "$PC_CROWD" ] && [ -n "$PC_SECRET" ] && [ -n "$PC_ROLLOUT" ] || { echo "seeding the upstream failed"; exit 1; }
 
 PC_PORT=$(free_port)
 PC_HARBOR=127.0.0.1:$PC_PORT
@@ -42,7 +45,9 @@ cat >"$PROXY_DIR/harbor.json" <<JSON
   "upstream_log": "$UPSTREAM_LOG",
   "store_poll_seconds": 0.3,
   "store_polls": 10,
-  "projects": {"hub": {"public": true, "proxy": "docker-hub", "upstream_registry": "http://$UPSTREAM"}}
+  "projects": {"hub": {"public": true, "proxy": "docker-hub", "upstream_registry": "http://$UPSTREAM"},
+               "hubp": {"public": false, "proxy": "docker-hub", "upstream_registry": "http://$UPSTREAM"}},
+  "robots": {"robot\$pc": {"password": "pc-secret", "access": {"hubp": ["pull"]}}}
 }
 JSON
 start_bg "$PROXY_DIR/harbor.out" python3 "$ROOT/tests/harbor_auth.py" "$PROXY_DIR/harbor.json"
@@ -189,3 +194,130 @@ WASM_ONLY=$MODEL_ONLY run_case case_model_a_layer_is_downloaded_twice_per_reques
 WASM_ONLY=$MODEL_ONLY run_case case_model_an_upstream_that_is_down_fails_pulls_by_tag
 WASM_ONLY=$MODEL_ONLY run_case case_model_a_rate_limited_upstream_serves_what_is_stored
 WASM_ONLY=$MODEL_ONLY run_case case_model_an_index_is_served_from_harbors_cache_after_its_first_get
+
+# --- the filter in front of the proxy cache -------------------------------------------------
+# An Envoy with two workers in front of the model, docker.io -> hub (public) and quay.io -> hubp
+# (private), with the contract's coalesce configuration. Its identical manifest GETs in flight at
+# once go to Harbor once per waiting list: one per Envoy for the module, one per worker VM for
+# the wasm filter (README, One upstream fetch per burst).
+PCM_WORKERS=2
+PCM_PORT=$(free_port)
+PCM_ADMIN=$(free_port)
+PCM=127.0.0.1:$PCM_PORT
+cat >"$PROXY_DIR/plugin.json" <<'JSON'
+{"registries": {"docker.io": {"project": "hub"}, "quay.io": {"project": "hubp"}}, "default_registry": "docker.io",
+ "coalesce": {"enabled": true, "max_wait_ms": 30000}}
+JSON
+render "$PROXY_DIR/plugin.json" "$PROXY_DIR/envoy.yaml" "$PCM" "$PCM_ADMIN" "http://$PC_HARBOR"
+start_envoy "$PROXY_DIR/envoy.yaml" "$PROXY_DIR/envoy.log" "$PCM_ADMIN" --concurrency "$PCM_WORKERS" \
+  --log-level info --component-log-level "$LOG_COMPONENT:debug" || { cat "$PROXY_DIR/envoy.log"; exit 1; }
+case $ADAPTER in
+  module) PCM_MOST_GETS=1 ;;
+  *) PCM_MOST_GETS=$PCM_WORKERS ;;
+esac
+# containerd's Accept list for a manifest.
+CONTAINERD_ACCEPT='application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*'
+
+# pcm_token NS REPO [CURL OPTIONS...]: a pull token for REPO asked through the mirror (the filter
+# maps its scope to the registry's project).
+pcm_token() {
+  curl -sf "${@:3}" "http://$PCM/service/token?service=harbor-registry&scope=repository:$2:pull&ns=$1" | jq -r .token
+}
+# pcm_get_many OUT_PREFIX PATH TOKEN...: one concurrent GET of PATH through the mirror per TOKEN
+# ("-" for none), each its own connection, containerd's Accept; status in OUT_PREFIX-N.status.
+pcm_get_many() {
+  local prefix=$1 path=$2 i=0 token pids=(); shift 2
+  for token in "$@"; do
+    i=$((i + 1))
+    local auth=(); [ "$token" = - ] || auth=(-H "Authorization: Bearer $token")
+    curl -sS "${auth[@]}" -H "Accept: $CONTAINERD_ACCEPT" -o "$prefix-$i" -w '%{http_code}' "http://$PCM$path" >"$prefix-$i.status" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+}
+pcm_stat() { # pcm_stat NAME: the filter's counter NAME (without harbor_mirror.) in the mirror's /stats
+  curl -s "http://127.0.0.1:$PCM_ADMIN/stats?filter=harbor_mirror" | awk -F': ' -v name="${STAT}harbor_mirror.$1" '$1 == name {print $2}'
+}
+# at_most WHAT ACTUAL LIMIT
+at_most() {
+  if [ "$2" -ge 1 ] && [ "$2" -le "$3" ]; then echo "ok: $1 = $2 (1 to $3)"; else echo "FAIL: $1 is $2, expected 1 to $3"; return 1; fi
+}
+
+case_filter_a_burst_of_manifest_gets_costs_one_upstream_get() {
+  local token; token=$(pcm_token docker.io library/crowd)
+  [ -n "$token" ] && [ "$token" != null ] || { echo "FAIL: no token through the mirror"; return 1; }
+  local mark; mark=$(upstream_mark)
+  pc_control '{"delay": 1.0}'
+  local tokens=() i
+  for ((i = 0; i < 20; i++)); do tokens+=("$token"); done
+  pcm_get_many "$PROXY_DIR/crowd" "/v2/library/crowd/manifests/1?ns=docker.io" "${tokens[@]}"
+  pc_control '{"delay": 0}'
+  for ((i = 1; i <= 20; i++)); do
+    expect_eq "GET $i" "$(cat "$PROXY_DIR/crowd-$i.status")" 200
+    expect_eq "GET $i's manifest" "$(digest_of "$PROXY_DIR/crowd-$i")" "$PC_CROWD"
+  done
+  at_most "upstream manifest GETs for 20 at once ($ADAPTER)" \
+    "$(upstream_calls "$mark" '.kind == "manifest" and .method == "GET" and .repository == "library/crowd"')" "$PCM_MOST_GETS"
+  sleep 1 # the wasm VMs hand their counts over on their 500 ms tick
+  local waited released; waited=$(pcm_stat coalesce.waited) released=$(pcm_stat coalesce.released)
+  expect_eq "waiting requests served the first one's manifest" "$released" "$waited"
+  [ "${waited:-0}" -ge $((20 - PCM_MOST_GETS)) ] || { echo "FAIL: coalesce.waited is ${waited:-0}"; return 1; }
+  echo "ok: 20 containerd-style GETs at once of a tag only the upstream has: all 200 with its digest; $waited waited"
+}
+
+case_filter_a_waiting_request_gets_only_what_its_own_credentials_may_read() {
+  # Harbor's token access is per project (src/common/security/v2token/context.go keys it by
+  # project name): a token for another project's repository is the one that must not read.
+  local entitled other
+  entitled=$(pcm_token quay.io library/secret -u 'robot$pc:pc-secret')
+  other=$(pcm_token docker.io library/crowd)
+  [ -n "$entitled" ] && [ "$entitled" != null ] || { echo "FAIL: no token for the private project"; return 1; }
+  local mark; mark=$(upstream_mark)
+  pc_control '{"delay": 1.0}'
+  pcm_get_many "$PROXY_DIR/first" "/v2/library/secret/manifests/1?ns=quay.io" "$entitled" &
+  local first=$!
+  sleep 0.3 # the first is in flight at Harbor, waiting on the upstream
+  pcm_get_many "$PROXY_DIR/secret" "/v2/library/secret/manifests/1?ns=quay.io" "$entitled" "$entitled" - "$other"
+  wait "$first"
+  pc_control '{"delay": 0}'
+  expect_eq "the first" "$(cat "$PROXY_DIR/first-1.status")" 200
+  local i
+  for i in 1 2; do
+    expect_eq "entitled $i" "$(cat "$PROXY_DIR/secret-$i.status")" 200
+    expect_eq "entitled $i's manifest" "$(digest_of "$PROXY_DIR/secret-$i")" "$PC_SECRET"
+  done
+  expect_eq "without a token" "$(cat "$PROXY_DIR/secret-3.status")" 401
+  expect_eq "its error" "$(jq -r '.errors[0].code' "$PROXY_DIR/secret-3")" UNAUTHORIZED
+  expect_eq "with a token for another project" "$(cat "$PROXY_DIR/secret-4.status")" 401
+  if grep -q schemaVersion "$PROXY_DIR/secret-3" "$PROXY_DIR/secret-4"; then echo "FAIL: a refused request got the manifest"; return 1; fi
+  at_most "upstream manifest GETs ($ADAPTER)" \
+    "$(upstream_calls "$mark" '.kind == "manifest" and .method == "GET" and .repository == "library/secret"')" "$PCM_MOST_GETS"
+  echo "ok: the entitled got the manifest, the request without a token and the one with another project's token got Harbor's 401"
+}
+
+case_filter_containerd_pulls_at_once_share_the_manifest_gets() {
+  local hosts=$PROXY_DIR/hosts
+  write_hosts_toml "$hosts" docker.io containerd "http://$PCM"
+  local mark; mark=$(upstream_mark)
+  # Each upstream call takes 1.5 s: the pulls' GETs by digest meet however their starts spread.
+  pc_control '{"delay": 1.5}'
+  local i pids=()
+  for i in 1 2 3 4; do
+    ctr_pull "$hosts" "rollout$i" docker.io/library/rollout:1 >"$PROXY_DIR/ctr-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  local failed=0
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || { failed=1; cat "$PROXY_DIR/ctr-$((i + 1)).log"; }; done
+  pc_control '{"delay": 0}'
+  [ $failed -eq 0 ] || { echo "FAIL: a pull failed"; return 1; }
+  for i in 1 2 3 4; do
+    expect_eq "ctr pull $i" "$(ctr_digest "rollout$i" docker.io/library/rollout:1)" "$PC_ROLLOUT"
+  done
+  at_most "upstream manifest GETs for 4 pulls at once ($ADAPTER)" \
+    "$(upstream_calls "$mark" '.kind == "manifest" and .method == "GET" and .repository == "library/rollout"')" "$PCM_MOST_GETS"
+  echo "ok: 4 ctr pulls at once of an image only the upstream has, each with its digest"
+}
+
+run_case case_filter_a_burst_of_manifest_gets_costs_one_upstream_get
+run_case case_filter_a_waiting_request_gets_only_what_its_own_credentials_may_read
+run_case case_filter_containerd_pulls_at_once_share_the_manifest_gets

@@ -3,10 +3,10 @@
 
 use super::check::{check_alias, check_host, check_project, check_registry_key, check_replacement, is_valid_registry_key};
 use super::index::{Case, Index};
-use super::{Auth, Config, ConfigError, Discover, Discovered, Managed, Pattern, Registry, RewriteRule, Source, DEFAULT_DISCOVER_INTERVAL_S, DEFAULT_TOKEN_TIMEOUT_MS, MAX_DISCOVER_INTERVAL_S, MAX_TOKEN_TIMEOUT_MS};
+use super::{Auth, Coalesce, Config, ConfigError, Discover, Discovered, Managed, Pattern, Registry, RewriteRule, Source, COALESCE_MAX_WAIT_MS, DEFAULT_COALESCE_MAX_WAIT_MS, DEFAULT_DISCOVER_INTERVAL_S, DEFAULT_TOKEN_TIMEOUT_MS, MAX_DISCOVER_INTERVAL_S, MAX_TOKEN_TIMEOUT_MS};
 use crate::discovery::mapping::Mapping;
 use crate::oci;
-use crate::wire::{self, WireAuth, WireConfig, WireDiscover, WireRegistry, WireRobot};
+use crate::wire::{self, WireAuth, WireCoalesce, WireConfig, WireDiscover, WireRegistry, WireRobot};
 
 impl Config {
     /// Parses and compiles the plugin configuration.
@@ -69,6 +69,7 @@ impl Config {
                 None => Auth { rewrite_tokens: true, managed: None },
             },
             discover,
+            coalesce: wire.coalesce.as_ref().map(compile_coalesce).transpose()?.unwrap_or_default(),
             discovered,
             default_missing: None,
             source,
@@ -160,6 +161,15 @@ impl Config {
             None => format!("duplicate {what}, already used by this registry"),
         }
     }
+}
+
+fn compile_coalesce(wire: &WireCoalesce) -> Result<Coalesce, ConfigError> {
+    let max_wait_ms = wire.max_wait_ms.unwrap_or(DEFAULT_COALESCE_MAX_WAIT_MS);
+    if !COALESCE_MAX_WAIT_MS.contains(&max_wait_ms) {
+        let (low, high) = (COALESCE_MAX_WAIT_MS.start(), COALESCE_MAX_WAIT_MS.end());
+        return Err(ConfigError::new("coalesce.max_wait_ms", format!("must be between {low} and {high}")));
+    }
+    Ok(Coalesce { enabled: wire.enabled, max_wait_ms })
 }
 
 fn compile_discover(wire: &WireDiscover, auth: Option<&WireAuth>) -> Result<Discover, ConfigError> {

@@ -134,6 +134,25 @@ impl fmt::Debug for Discover {
     }
 }
 
+/// `coalesce`: identical manifest GETs in flight at once share one answer from Harbor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coalesce {
+    /// Whether they do.
+    pub enabled: bool,
+    /// The longest a request waits for the identical one in flight, in milliseconds.
+    pub max_wait_ms: u64,
+}
+
+/// The default for `coalesce.max_wait_ms`.
+pub const DEFAULT_COALESCE_MAX_WAIT_MS: u64 = 30_000;
+pub(super) const COALESCE_MAX_WAIT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+
+impl Default for Coalesce {
+    fn default() -> Self {
+        Coalesce { enabled: true, max_wait_ms: DEFAULT_COALESCE_MAX_WAIT_MS }
+    }
+}
+
 /// The default for `discover.interval_s`.
 pub const DEFAULT_DISCOVER_INTERVAL_S: u64 = 300;
 pub(super) const MAX_DISCOVER_INTERVAL_S: u64 = 86_400;
@@ -172,6 +191,8 @@ pub struct Config {
     pub auth: Auth,
     /// Discovery of the registries from Harbor's API.
     pub discover: Option<Discover>,
+    /// Identical manifest GETs in flight at once: one goes to Harbor, the others wait for it.
+    pub coalesce: Coalesce,
     /// The mapping from Harbor merged in, if any.
     pub discovered: Discovered,
     /// With discovery: `default_registry` when Harbor has no project for it (requests that

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::coalesce::{Answered, Arrival, Captured, Release, CAPTURED_HEADERS, MAX_CAPTURED_BYTES};
 use crate::host::{CallSender, Flow, Host, HostError, Level, RequestId, StreamHost};
 use crate::managed::cache::CacheEntry;
 use crate::managed::fetch::Lookup;
@@ -16,6 +17,7 @@ use crate::response::{Edit, Forwarded, Look};
 use super::active::Active;
 use super::plugin::Plugin;
 use super::tokens::Tokens;
+use super::waiting::{wake_released, Part, Waiting};
 use super::woken::Outcome;
 
 /// The filter state a rewritten request's original path is kept under, with
@@ -40,12 +42,14 @@ pub struct Exchange {
     forwarded: Option<Forwarded>,
     /// Whether it paused for its project's token.
     waited: bool,
+    /// Its part in a burst of identical manifest GETs, if any.
+    part: Option<Part>,
 }
 
 impl Exchange {
     /// A new request, by the id its host gave it.
     pub fn new(id: RequestId) -> Self {
-        Exchange { id, active: None, debug_header: None, forwarded: None, waited: false }
+        Exchange { id, active: None, debug_header: None, forwarded: None, waited: false, part: None }
     }
 
     /// The request's id.
@@ -53,10 +57,16 @@ impl Exchange {
         self.id
     }
 
-    /// Whether it paused for its project's token (a host that keeps a way to wake it can let
-    /// go of it when the request ends).
+    /// Whether it paused for its project's token or for an identical request (a host that
+    /// keeps a way to wake it can let go of it when the request ends).
     pub fn waited(&self) -> bool {
-        self.waited
+        self.waited || matches!(self.part, Some(Part::Waits { .. }))
+    }
+
+    /// The waiting list of its configuration, if it coalesces.
+    fn waiting<'p>(&self, plugin: &'p Plugin) -> Option<&'p Waiting> {
+        let (index, _) = self.active.as_ref()?;
+        plugin.domains.get(*index)?.waiting.as_ref()
     }
 }
 
@@ -112,7 +122,7 @@ impl Plugin {
         if let Some(path) = forwarding.new_path() {
             host.set_request_header(":path", path.as_bytes())?;
         }
-        let Forwarding { original_path, strip_credentials, needs_token, mut forwarded, .. } = forwarding;
+        let Forwarding { original_path, strip_credentials, needs_token, mut forwarded, coalesce_key, .. } = forwarding;
         if let Some(original) = &original_path
             && let Err(e) = host.set_filter_state(ORIGINAL_PATH_KEY, original.as_bytes())
         {
@@ -138,7 +148,34 @@ impl Plugin {
         };
         exchange.forwarded = Some(forwarded);
         exchange.debug_header = plan.debug_header;
-        Ok(flow)
+        match coalesce_key {
+            Some(key) if flow == Flow::Continue => Ok(self.join_burst(host, exchange, key)),
+            _ => Ok(flow),
+        }
+    }
+
+    /// A manifest GET that may share its answer: it leads its burst, or waits for the leader.
+    fn join_burst(&self, host: &mut impl StreamHost, exchange: &mut Exchange, key: String) -> Flow {
+        let Some(waiting) = exchange.waiting(self) else {
+            return Flow::Continue;
+        };
+        match waiting.arrive(host, exchange.id, &key) {
+            Arrival::Lead => {
+                exchange.part = Some(Part::Leads { key, capture: None });
+                Flow::Continue
+            }
+            Arrival::Wait => {
+                if let Err(e) = host.prepare_to_wait(exchange.id) {
+                    host.log(Level::Warn, format_args!("cannot pause a request for the identical one in flight, it goes on: {e}"));
+                    waiting.ended(host, exchange.id, &key);
+                    return Flow::Continue;
+                }
+                self.count(host, Metric::CoalesceWaited);
+                host.log(Level::Debug, format_args!("request {} waits for the identical request in flight", exchange.id));
+                exchange.part = Some(Part::Waits { key });
+                Flow::Pause
+            }
+        }
     }
 
     fn count_request(&self, host: &mut impl Host, active: &Active, count: Count) {
@@ -221,9 +258,25 @@ impl Plugin {
         let done = match outcome {
             Outcome::Resume(token) => host.set_request_header("authorization", bearer(&token).as_bytes()).and_then(|()| host.resume()),
             Outcome::Refuse(refusal) => refuse(host, &refusal, None),
+            Outcome::Coalesced(release, waited_ms) => {
+                self.metrics.add(host, Metric::CoalesceWaitedMs, waited_ms);
+                match release {
+                    Release::GoOn => host.resume(),
+                    Release::Serve(captured) => {
+                        // Harbor answers a HEAD without a pull counted upstream, and says whether
+                        // the request's own credentials may read the manifest.
+                        self.woken.keep(request, Outcome::Serving(captured));
+                        host.set_request_header(":method", b"HEAD").and_then(|()| host.resume())
+                    }
+                }
+            }
+            Outcome::Serving(captured) => {
+                self.woken.keep(request, Outcome::Serving(captured));
+                Ok(())
+            }
         };
         if let Err(e) = done {
-            host.log(Level::Warn, format_args!("resuming a request after its token fetch: {e}"));
+            host.log(Level::Warn, format_args!("resuming a paused request: {e}"));
         }
     }
 
@@ -237,9 +290,19 @@ impl Plugin {
         let Some(mut forwarded) = exchange.forwarded.take() else {
             return Flow::Continue;
         };
+        if matches!(exchange.part, Some(Part::Leads { .. })) {
+            self.leader_answered(host, exchange);
+        }
         let Some((index, active)) = &exchange.active else {
             return Flow::Continue;
         };
+        if matches!(exchange.part, Some(Part::Waits { .. })) {
+            match self.serve_waiting(host, exchange.id, active, &forwarded) {
+                Ok(Some(flow)) => return flow,
+                Ok(None) => {}
+                Err(e) => host.log(Level::Warn, e),
+            }
+        }
         let tokens = self.domains.get(*index).and_then(|domain| domain.tokens.as_ref());
         if forwarded.robot_token.is_none()
             && exchange.waited
@@ -254,6 +317,95 @@ impl Plugin {
                 Flow::Continue
             }
         }
+    }
+
+    /// The leader's answer headers: kept for the requests waiting for it if it is a 200, else
+    /// they go on their own. Nobody waiting, nothing is read.
+    fn leader_answered(&self, host: &mut impl StreamHost, exchange: &mut Exchange) {
+        let (Some(waiting), Some(Part::Leads { key, capture })) = (exchange.waiting(self), &mut exchange.part) else {
+            return;
+        };
+        let status = if waiting.has_waiters(exchange.id, key) { host.response_header(":status", status_of).unwrap_or(0) } else { 0 };
+        match waiting.answered(host, exchange.id, key, status) {
+            Answered::Capture => {
+                let mut headers = Vec::with_capacity(CAPTURED_HEADERS.len());
+                for name in CAPTURED_HEADERS {
+                    match host.response_header(name, |value| String::from_utf8_lossy(value).into_owned()) {
+                        Ok(value) if !value.is_empty() => headers.push((name, value)),
+                        Ok(_) => {}
+                        Err(e) => host.log(Level::Warn, e),
+                    }
+                }
+                *capture = Some(Captured { headers, body: Vec::new() });
+            }
+            Answered::Closed(released) => {
+                exchange.part = None;
+                wake_released(&self.woken, host, released, "the identical request in flight was not answered 200");
+            }
+        }
+    }
+
+    /// A chunk of the answer's body arrived: a leader whose answer requests wait for keeps it,
+    /// and at its end hands it to them. The chunk passes on either way.
+    pub fn on_response_body(&self, host: &mut impl StreamHost, exchange: &mut Exchange, end_of_stream: bool) {
+        let (Some(waiting), Some(Part::Leads { key, capture: Some(capture) })) = (exchange.waiting(self), &mut exchange.part) else {
+            return;
+        };
+        let read = host.response_body(|chunk| {
+            let fits = capture.body.len() + chunk.len() <= MAX_CAPTURED_BYTES;
+            if fits {
+                capture.body.extend_from_slice(chunk);
+            }
+            fits
+        });
+        let released = match read {
+            Ok(true) if !end_of_stream => return,
+            Ok(true) => {
+                let captured = std::mem::take(capture);
+                (waiting.captured(host, exchange.id, key, captured), "served the manifest of the identical request")
+            }
+            Ok(false) => (waiting.ended(host, exchange.id, key), "the identical request's manifest is too long to keep"),
+            Err(e) => {
+                host.log(Level::Warn, format_args!("reading the answer the identical requests wait for: {e}"));
+                (waiting.ended(host, exchange.id, key), "the identical request's answer could not be read")
+            }
+        };
+        exchange.part = None;
+        wake_released(&self.woken, host, released.0, released.1);
+    }
+
+    /// A waiting request sent on as a HEAD got Harbor's answer: a 200 (its credentials may read
+    /// the manifest) is answered with the leader's manifest; anything else with Harbor's status
+    /// and challenge, as an OCI error (the HEAD's own answer has no body for a GET).
+    fn serve_waiting(&self, host: &mut impl StreamHost, request: RequestId, active: &Active, forwarded: &Forwarded) -> Result<Option<Flow>, HostError> {
+        let Some(Outcome::Serving(captured)) = self.woken.take(request) else {
+            return Ok(None);
+        };
+        let status = host.response_header(":status", status_of)?;
+        if status == 200 {
+            let headers: Vec<(&str, &str)> = captured.headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+            host.send_reply(200, &headers, &captured.body)?;
+            self.count(host, Metric::CoalesceReleased);
+            return Ok(Some(Flow::Pause));
+        }
+        let challenges = host.response_header_values(CHALLENGE_HEADER, |values| match forwarded.on_challenges(&active.config, values) {
+            Edit::Challenges(rewritten) => rewritten,
+            _ => values.iter().map(|value| value.to_vec()).collect(),
+        })?;
+        let challenges: Vec<String> = challenges.iter().map(|value| String::from_utf8_lossy(value).into_owned()).collect();
+        let (code, message) = match status {
+            401 => (oci::ErrorCode::Unauthorized, "authentication required"),
+            403 => (oci::ErrorCode::Denied, "requested access to the resource is denied"),
+            404 => (oci::ErrorCode::NotFound, "manifest unknown"),
+            _ => (oci::ErrorCode::Unknown, "harbor could not serve the manifest"),
+        };
+        host.log(Level::Debug, format_args!("request {request} waited for the identical one; harbor answered {status} to its own credentials"));
+        let body = Refusal::new(status, code, message.to_owned()).body();
+        let [first, second] = REPLY_HEADERS;
+        let mut headers = vec![first, second];
+        headers.extend(challenges.iter().map(|value| (CHALLENGE_HEADER, value.as_str())));
+        host.send_reply(status, &headers, body.as_bytes())?;
+        Ok(Some(Flow::Pause))
     }
 
     /// Reads what the response plan asks for of Harbor's answer, and does what it says.
@@ -282,18 +434,29 @@ impl Plugin {
         }
     }
 
-    /// The request ended: it waits for no token any more.
-    pub fn on_stream_end(&self, exchange: &Exchange) {
-        if !exchange.waited {
+    /// The request ended: it waits for no token any more, nor for an identical request; a
+    /// leader that had not handed its answer over lets the requests waiting for it go on.
+    pub fn on_stream_end(&self, host: &mut impl Host, exchange: &Exchange) {
+        if let (Some(waiting), Some(Part::Leads { key, .. } | Part::Waits { key })) = (exchange.waiting(self), &exchange.part) {
+            let released = waiting.ended(host, exchange.id, key);
+            wake_released(&self.woken, host, released, "the identical request in flight ended without its answer");
+        }
+        if !exchange.waited() {
             return;
         }
-        if let Some((index, _)) = &exchange.active
+        if exchange.waited
+            && let Some((index, _)) = &exchange.active
             && let Some(tokens) = self.domains.get(*index).and_then(|domain| domain.tokens.as_ref())
         {
             tokens.fetches().on_request_end(exchange.id);
         }
         self.woken.take(exchange.id);
     }
+}
+
+/// A `:status` value as a number (0 when it is not one).
+fn status_of(value: &[u8]) -> u32 {
+    std::str::from_utf8(value).ok().and_then(|value| value.parse().ok()).unwrap_or(0)
 }
 
 /// Answers the request here with a registry-style JSON reply.

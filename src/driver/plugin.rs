@@ -10,10 +10,12 @@ use crate::metrics::{Metric, Metrics};
 use super::active::{Active, Current};
 use super::discovery::Discovery;
 use super::tokens::Tokens;
+use super::waiting::{wake_released, Waiting};
 use super::woken::Woken;
 
 /// How often the plugin's timer ticks: held counts go to Envoy, the log level is read again,
-/// orphaned token fetches are sent again, and discovery looks whether a refresh is due.
+/// orphaned token fetches are sent again, discovery looks whether a refresh is due, and
+/// requests that waited `coalesce.max_wait_ms` go on.
 pub const TICK: Duration = Duration::from_millis(500);
 
 /// One configured instance of the filter.
@@ -40,6 +42,8 @@ pub(super) struct Domain {
     pub(super) tokens: Option<Tokens>,
     /// Discovery's refresh, with `discover`.
     pub(super) discovery: Option<Discovery>,
+    /// The identical manifest GETs waiting for the one in flight, with `coalesce` on.
+    pub(super) waiting: Option<Waiting>,
 }
 
 impl Plugin {
@@ -57,7 +61,8 @@ impl Plugin {
             let registry_counters = metrics.define_registries(host, &config).map_err(|e| format!("cannot define metrics: {e}"))?;
             let tokens = config.auth.managed.clone().map(|managed| Tokens::new(managed, sender));
             let discovery = config.discover.as_ref().map(|discover| Discovery::prepare(host, discover));
-            domains.push(Domain { current: Current::new(Active::new(config, registry_counters)), tokens, discovery });
+            let waiting = config.coalesce.enabled.then(|| Waiting::new(config.coalesce.max_wait_ms));
+            domains.push(Domain { current: Current::new(Active::new(config, registry_counters)), tokens, discovery, waiting });
         }
         // Parse, compile and metric definitions, in whole microseconds.
         let took = started.and_then(|started| host.now().ok()?.checked_sub(started)).unwrap_or_default();
@@ -83,6 +88,12 @@ impl Plugin {
         self.domains.iter().any(|domain| domain.tokens.is_some())
     }
 
+    /// Whether any configuration coalesces identical manifest GETs (its requests may pause for
+    /// one another, at most `coalesce.max_wait_ms`: it then needs the timer).
+    pub fn coalesces(&self) -> bool {
+        self.domains.iter().any(|domain| domain.waiting.is_some())
+    }
+
     /// The plugin's timer ticked: held counts go to the host, then each configuration's
     /// discovery and token fetches move on.
     pub fn on_tick(&self, host: &mut impl Host) {
@@ -95,6 +106,10 @@ impl Plugin {
             }
             if let Some(tokens) = &domain.tokens {
                 tokens.on_tick(&self.metrics, &self.woken, host);
+            }
+            if let Some(waiting) = &domain.waiting {
+                let expired = waiting.expire(host);
+                wake_released(&self.woken, host, expired, "waited coalesce.max_wait_ms for the identical request in flight");
             }
         }
     }

@@ -180,6 +180,8 @@ pub struct World {
     pub plugin_wakes: usize,
     /// Host calls that fail: the call's line prefix (e.g. `set :path`).
     pub failing: Vec<String>,
+    /// In a response-body event: its chunk.
+    pub body_chunk: Vec<u8>,
 }
 
 impl World {
@@ -200,6 +202,7 @@ impl World {
             woken: Vec::new(),
             plugin_wakes: 0,
             failing: Vec::new(),
+            body_chunk: Vec::new(),
         }
     }
 
@@ -314,10 +317,26 @@ impl Emulator {
         flow
     }
 
+    /// A chunk of Harbor's answer to request `id`; its response-body event runs.
+    pub fn body(&mut self, id: RequestId, chunk: &[u8], end_of_stream: bool) {
+        self.world.body_chunk = chunk.to_vec();
+        let mut exchange = self.exchanges.remove(&id).unwrap_or_else(|| panic!("no exchange {id}"));
+        let plugin = self.plugin.as_ref().unwrap_or_else(|| panic!("the plugin is not configured"));
+        plugin.on_response_body(&mut Ctx { world: &mut self.world, plugin: Some(plugin), current: Some(id) }, &mut exchange, end_of_stream);
+        self.exchanges.insert(id, exchange);
+        self.world.body_chunk.clear();
+    }
+
+    /// Moves the clock on by milliseconds.
+    pub fn advance_ms(&mut self, ms: u64) {
+        self.world.now += Duration::from_millis(ms);
+    }
+
     /// Request `id` ends (its client went away, or its answer was sent).
     pub fn end(&mut self, id: RequestId) {
         if let Some(exchange) = self.exchanges.remove(&id) {
-            self.plugin().on_stream_end(&exchange);
+            let plugin = self.plugin.as_ref().unwrap_or_else(|| panic!("the plugin is not configured"));
+            plugin.on_stream_end(&mut Ctx { world: &mut self.world, plugin: Some(plugin), current: Some(id) }, &exchange);
         }
         if let Some(stream) = self.world.streams.get_mut(&id) {
             stream.ended = true;
@@ -569,6 +588,11 @@ impl StreamHost for Ctx<'_, '_> {
     fn wake_plugin(&mut self) {
         let _ = self.world.record("wake plugin".to_owned());
         self.world.plugin_wakes += 1;
+    }
+
+    fn response_body<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<R, HostError> {
+        self.world.record("get response body".to_owned())?;
+        Ok(read(&self.world.body_chunk))
     }
 
     fn response_header<R>(&mut self, name: &'static str, read: impl FnOnce(&[u8]) -> R) -> Result<R, HostError> {

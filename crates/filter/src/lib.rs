@@ -102,7 +102,7 @@ impl Context for Request {
 
     fn on_done(&mut self) -> bool {
         if let Some(plugin) = &self.plugin {
-            plugin.on_stream_end(&self.exchange);
+            plugin.on_stream_end(&mut WasmHost::new(Some(plugin), self.exchange.id()), &self.exchange);
         }
         true
     }
@@ -123,6 +123,13 @@ impl HttpContext for Request {
             return Action::Continue;
         };
         action(plugin.on_response_headers(&mut WasmHost::new(Some(plugin), self.exchange.id()), &mut self.exchange))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(plugin) = &self.plugin {
+            plugin.on_response_body(&mut WasmHost::in_response_body(plugin, self.exchange.id(), body_size), &mut self.exchange, end_of_stream);
+        }
+        Action::Continue
     }
 }
 

@@ -24,7 +24,7 @@ use harbor_mirror_core::shared_data::SharedData;
 /// Configuration events: the timer's tick, and the plugin woken to send queued calls.
 pub const TICK_EVENT: u64 = 1;
 pub const SEND_CALLS_EVENT: u64 = 2;
-/// Filter event: the request's token fetch ended.
+/// Filter event: the request's token fetch ended, or the identical request it waited for.
 pub const WOKEN_EVENT: u64 = 1;
 
 /// What the configuration and its streams share, besides the plugin.
@@ -235,6 +235,15 @@ impl StreamHost for On<'_, HttpFilterHandle<'_>> {
         if let Some(scheduler) = self.shared.scheduler() {
             scheduler.commit(SEND_CALLS_EVENT);
         }
+    }
+
+    fn response_body<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<R, HostError> {
+        let chunks = self.context.received_response_body();
+        Ok(match chunks.as_slice() {
+            [] => read(b""),
+            [only] => read(only),
+            _ => read(&chunks.concat()),
+        })
     }
 
     fn response_header<R>(&mut self, name: &'static str, read: impl FnOnce(&[u8]) -> R) -> Result<R, HostError> {

@@ -39,12 +39,13 @@ impl Module for HarborMirror {
         let scheduler = if ctx.is_validation_mode() { None } else { ctx.scheduler() };
         let shared = Arc::new(Shared::new(scheduler));
         let plugin = Plugin::configure(&mut On::new(ctx, &shared), json).map_err(ConfigError)?;
-        let needs_main = plugin.discovers() || plugin.manages();
+        let needs_main = plugin.discovers() || plugin.manages() || plugin.coalesces();
         if needs_main && !ctx.is_validation_mode() && !shared.has_scheduler() {
             return Err(ConfigError::from("Envoy gave the configuration no scheduler"));
         }
         let timer = match shared.scheduler() {
-            Some(scheduler) if plugin.discovers() => {
+            // Discovery refreshes on it; coalescing lets requests that waited too long go on.
+            Some(scheduler) if plugin.discovers() || plugin.coalesces() => {
                 let timer = Timer::spawn("harbor-mirror").map_err(|e| ConfigError(format!("cannot start the plugin's timer thread: {e}")))?;
                 timer.schedule(FIRST_TICK, scheduler, TICK_EVENT);
                 Some(timer)
@@ -59,7 +60,8 @@ impl Module for HarborMirror {
 struct MirrorConfig {
     plugin: Arc<Plugin>,
     shared: Arc<Shared>,
-    /// The plugin's timer, with discovery; stopped and joined when Envoy drops the configuration.
+    /// The plugin's timer, with discovery or coalescing; stopped and joined when Envoy drops the
+    /// configuration.
     timer: Option<Timer>,
 }
 
@@ -110,11 +112,13 @@ impl HttpFilter for MirrorFilter {
     fn on_response_headers(&mut self, envoy: &mut HttpFilterHandle<'_>, _end_of_stream: bool) -> HeadersStatus {
         status(self.plugin.on_response_headers(&mut On::new(envoy, &self.shared), &mut self.exchange))
     }
-}
 
-impl Drop for MirrorFilter {
-    fn drop(&mut self) {
-        self.plugin.on_stream_end(&self.exchange);
+    fn on_response_body(&mut self, envoy: &mut HttpFilterHandle<'_>, end_of_stream: bool) {
+        self.plugin.on_response_body(&mut On::new(envoy, &self.shared), &mut self.exchange, end_of_stream);
+    }
+
+    fn on_stream_complete(&mut self, envoy: &mut HttpFilterHandle<'_>) {
+        self.plugin.on_stream_end(&mut On::new(envoy, &self.shared), &self.exchange);
         if self.exchange.waited() {
             self.shared.forget_waker(self.exchange.id());
         }
