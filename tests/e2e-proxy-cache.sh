@@ -94,8 +94,8 @@ case_model_pull_by_tag_goes_upstream_until_stored() {
   expect_eq "the manifest" "$(digest_of "$PROXY_DIR/m")" "$PC_TAG"
   expect_eq "Docker-Content-Digest relayed from the upstream by tag" "$(pc_header "$PROXY_DIR/m" Docker-Content-Digest)" ""
   grep -qi '^Docker-Content-Digest:' "$PROXY_DIR/m.headers" || { echo "FAIL: no Docker-Content-Digest header at all"; return 1; }
-  expect_eq "upstream HEADs" "$(upstream_calls "$mark" '.kind == "manifest" and .method == "HEAD"')" 1
-  expect_eq "upstream GETs" "$(upstream_calls "$mark" '.kind == "manifest" and .method == "GET"')" 1
+  expect_eq "upstream HEADs" "$(upstream_calls "$mark" '.repository == "library/bytag" and .kind == "manifest" and .method == "HEAD"')" 1
+  expect_eq "upstream GETs" "$(upstream_calls "$mark" '.repository == "library/bytag" and .kind == "manifest" and .method == "GET"')" 1
   # Harbor stores the manifest only after its blobs are stored: a client pulls them.
   local blob
   for blob in $(jq -r '.config.digest, .layers[].digest' "$PROXY_DIR/m"); do
@@ -106,11 +106,11 @@ case_model_pull_by_tag_goes_upstream_until_stored() {
   mark=$(upstream_mark)
   expect_eq "GET by tag, stored" "$(pc_get GET /v2/hub/library/bytag/manifests/1 "$PROXY_DIR/m")" 200
   expect_eq "Docker-Content-Digest from storage" "$(pc_header "$PROXY_DIR/m" Docker-Content-Digest)" "$PC_TAG"
-  expect_eq "upstream HEADs, stored" "$(upstream_calls "$mark" '.kind == "manifest" and .method == "HEAD"')" 1
-  expect_eq "upstream GETs, stored" "$(upstream_calls "$mark" '.method == "GET"')" 0
+  expect_eq "upstream HEADs, stored" "$(upstream_calls "$mark" '.repository == "library/bytag" and .kind == "manifest" and .method == "HEAD"')" 1
+  expect_eq "upstream GETs, stored" "$(upstream_calls "$mark" '.repository == "library/bytag" and .method == "GET"')" 0
   mark=$(upstream_mark)
   expect_eq "GET by digest, stored" "$(pc_get GET "/v2/hub/library/bytag/manifests/$PC_TAG" "$PROXY_DIR/m")" 200
-  expect_eq "upstream calls for a stored digest" "$(upstream_calls "$mark" 'true')" 0
+  expect_eq "upstream calls for a stored digest" "$(upstream_calls "$mark" '.repository == "library/bytag"')" 0
   echo "ok: by tag, uncached: 1 HEAD and 1 GET upstream, an empty digest header; stored once its blobs were; then 1 HEAD and no GET; by digest, nothing"
 }
 
@@ -119,7 +119,7 @@ case_model_a_burst_costs_one_upstream_get_per_request() {
   pc_control '{"delay": 0.3}'
   pc_get_at_once 5 /v2/hub/library/burst/manifests/1 burst "$PC_BURST"
   pc_control '{"delay": 0}'
-  expect_eq "upstream GETs for 5 requests at once" "$(upstream_calls "$mark" '.kind == "manifest" and .method == "GET"')" 5
+  expect_eq "upstream GETs for 5 requests at once" "$(upstream_calls "$mark" '.repository == "library/burst" and .kind == "manifest" and .method == "GET"')" 5
   echo "ok: 5 concurrent GETs of an uncached tag: 5 manifest GETs upstream (Docker Hub counts each as a pull)"
 }
 
@@ -127,8 +127,8 @@ case_model_head_by_tag_checks_the_upstream_twice() {
   local mark; mark=$(upstream_mark)
   expect_eq "HEAD by tag" "$(pc_get HEAD /v2/hub/library/head/manifests/1 "$PROXY_DIR/h")" 200
   expect_eq "Docker-Content-Digest" "$(pc_header "$PROXY_DIR/h" Docker-Content-Digest)" "$PC_HEAD"
-  expect_eq "upstream HEADs" "$(upstream_calls "$mark" '.method == "HEAD"')" 2
-  expect_eq "upstream GETs" "$(upstream_calls "$mark" '.method == "GET"')" 0
+  expect_eq "upstream HEADs" "$(upstream_calls "$mark" '.repository == "library/head" and .method == "HEAD"')" 2
+  expect_eq "upstream GETs" "$(upstream_calls "$mark" '.repository == "library/head" and .method == "GET"')" 0
   echo "ok: a HEAD of an uncached tag: 2 HEADs upstream, no GET"
 }
 
@@ -136,10 +136,11 @@ case_model_a_layer_is_downloaded_twice_per_request() {
   local layer; layer=$(skopeo inspect --tls-verify=false --raw "docker://$UPSTREAM/library/blob:1" | jq -r '.layers[0].digest')
   expect_eq "HEAD of an uncached blob (storage only)" "$(pc_get HEAD "/v2/hub/library/blob/blobs/$layer" "$PROXY_DIR/bh")" 404
   local mark; mark=$(upstream_mark)
-  expect_eq "upstream calls for a blob HEAD" "$(upstream_calls "$mark" 'true')" 0
+  expect_eq "upstream calls for a blob HEAD" "$(upstream_calls "$mark" '.repository == "library/blob"')" 0
   pc_get_at_once 3 "/v2/hub/library/blob/blobs/$layer" layer "$layer"
   wait_for 20 "the layer stored" stored "library/blob/blobs/$layer"
-  expect_eq "upstream downloads for 3 GETs" "$(upstream_calls "$mark" '.kind == "blob" and .method == "GET"')" 6
+  # Of this repository: Harbor's background work stores earlier cases' missing layers meanwhile.
+  expect_eq "upstream downloads for 3 GETs" "$(upstream_calls "$mark" '.kind == "blob" and .method == "GET" and .repository == "library/blob"')" 6
   expect_eq "HEAD once stored" "$(pc_get HEAD "/v2/hub/library/blob/blobs/$layer" "$PROXY_DIR/bh")" 200
   echo "ok: 3 concurrent GETs of an uncached 8 MiB layer: 6 downloads upstream (each streamed, then again to store); HEAD 404 until stored"
 }
@@ -175,13 +176,15 @@ case_model_an_index_is_served_from_harbors_cache_after_its_first_get() {
   local mark; mark=$(upstream_mark)
   expect_eq "GET index by tag" "$(pc_get GET /v2/hub/library/index/manifests/1 "$PROXY_DIR/i")" 200
   expect_eq "the index" "$(digest_of "$PROXY_DIR/i")" "$PC_INDEX"
-  expect_eq "upstream GETs, first" "$(upstream_calls "$mark" '.method == "GET"')" 1
+  # By the tag: Harbor's background work then GETs the platforms' manifests, which a loaded
+  # machine may log after the next mark.
+  expect_eq "upstream GETs, first" "$(upstream_calls "$mark" '.method == "GET" and .reference == "1"')" 1
   sleep 0.5 # the list is cached by Harbor's background work, right after the GET
   mark=$(upstream_mark)
   expect_eq "GET index by tag again" "$(pc_get GET /v2/hub/library/index/manifests/1 "$PROXY_DIR/i")" 200
   expect_eq "its digest header, from the cache" "$(pc_header "$PROXY_DIR/i" Docker-Content-Digest)" "$PC_INDEX"
-  expect_eq "upstream GETs, again" "$(upstream_calls "$mark" '.method == "GET"')" 0
-  expect_eq "upstream HEADs, again" "$(upstream_calls "$mark" '.method == "HEAD"')" 1
+  expect_eq "upstream GETs, again" "$(upstream_calls "$mark" '.method == "GET" and .reference == "1"')" 0
+  expect_eq "upstream HEADs, again" "$(upstream_calls "$mark" '.method == "HEAD" and .reference == "1"')" 1
   echo "ok: an index: 1 GET upstream, then served from Harbor's list cache after 1 HEAD"
 }
 
