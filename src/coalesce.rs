@@ -1,19 +1,26 @@
-//! One upstream fetch per burst: identical manifest GETs in flight at once wait for the first
-//! (the leader), and get its answer instead of asking Harbor, which would fetch the manifest from
-//! the upstream once per request until the whole image is stored.
+//! One upstream fetch per burst: identical GETs in flight at once wait for the first (the
+//! leader) instead of each making Harbor fetch from the upstream.
+//!
+//! - Manifests: Harbor fetches an uncached manifest from the upstream once per request until the
+//!   whole image is stored. The waiting requests get the leader's answer.
+//! - Blobs (layers): Harbor streams an uncached blob from the upstream and downloads it again to
+//!   store it, per request. The waiting requests wait until Harbor has stored it (a blob HEAD,
+//!   answered from Harbor's storage only, turns 200), then Harbor serves them from storage.
 //!
 //! [`Bursts`] is the waiting list as a state machine without I/O: the driver tells it what
 //! happened (a request arrived, the leader's answer began or ended, a waiting request went
-//! away, time passed) with the time injected, and it says which waiting requests to release
-//! with what. One list serves one Envoy (the dynamic module) or one worker's VM (proxy-wasm).
+//! away, a storage check was answered, time passed) with the time injected, and it says which
+//! waiting requests to release with what. One list serves one Envoy (the dynamic module) or one
+//! worker's VM (proxy-wasm).
 //!
 //! A waiting request is served the leader's manifest only after Harbor has said that its own
 //! credentials may read it: the driver sends it on as a HEAD (which Harbor answers without a
-//! pull counted upstream) and serves the captured manifest only if that HEAD is answered 200.
+//! pull counted upstream) and serves the captured manifest only if that HEAD is answered 200. A
+//! released blob request goes to Harbor with its own credentials.
 
 use std::sync::Arc;
 
-use crate::host::RequestId;
+use crate::host::{CallId, RequestId};
 
 /// The most of a manifest the leader keeps for the requests waiting on it (distribution's own
 /// limit for a manifest is 4 MiB): a longer answer releases them to go on their own.
@@ -23,6 +30,15 @@ pub const MAX_CAPTURED_BYTES: usize = 4 << 20;
 /// with its body.
 pub const CAPTURED_HEADERS: [&str; 4] = ["content-type", "docker-content-digest", "docker-distribution-api-version", "etag"];
 
+/// What a burst is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A manifest GET: the waiting requests get the leader's answer.
+    Manifest,
+    /// A blob GET: the waiting requests wait until Harbor has stored the blob.
+    Blob,
+}
+
 /// The leader's answer, kept for the requests that waited for it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Captured {
@@ -30,6 +46,19 @@ pub struct Captured {
     pub headers: Vec<(&'static str, String)>,
     /// The manifest's bytes.
     pub body: Vec<u8>,
+}
+
+/// How to ask Harbor whether it has stored a blob: a HEAD of `path` through `cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The Envoy cluster the leader went through.
+    pub cluster: String,
+    /// The blob's Harbor path.
+    pub path: String,
+    /// The `:authority` of the leader.
+    pub authority: String,
+    /// The leader's `authorization` (Harbor checks it as for the GET), if it had one.
+    pub authorization: Option<String>,
 }
 
 /// What became of a request that arrived.
@@ -46,6 +75,8 @@ pub enum Arrival {
 pub enum Release {
     /// The leader's manifest, to serve if Harbor lets the request's own credentials read it.
     Serve(Arc<Captured>),
+    /// Harbor has stored the blob: the request goes to Harbor, which serves it from storage.
+    Stored,
     /// Nothing: it goes to Harbor on its own, as it came (the leader failed or went away, or
     /// the wait was too long).
     GoOn,
@@ -54,10 +85,22 @@ pub enum Release {
 /// What the leader's answer headers came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answered {
-    /// Requests wait for this 200: keep its headers and body, then [`Bursts::captured`].
+    /// Requests wait for this manifest: keep its headers and body, then [`Bursts::captured`].
     Capture,
+    /// A blob's 200: it streams on, and the burst stays open until it ends
+    /// ([`Bursts::ended`]), with this much to ask Harbor about its storage then.
+    Streams,
     /// The burst is over: release these (none, when nobody waited).
     Closed(Vec<Released>),
+}
+
+/// What a blob leader's end came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Released now.
+    Released(Vec<Released>),
+    /// Requests wait until Harbor has stored the blob: check, at the next [`Bursts::due_probes`].
+    Storing,
 }
 
 /// One request waiting.
@@ -68,10 +111,22 @@ struct Waiter {
     since_ms: u64,
 }
 
+/// Where a burst is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stage {
+    /// The leader is in flight; for a blob, `answered_ok` once its answer began with a 200.
+    Leading { answered_ok: bool },
+    /// A blob's leader finished; Harbor is storing it: `probe` asks, `call` is the check in
+    /// flight.
+    Storing { probe: Probe, call: Option<CallId> },
+}
+
 /// The requests in flight for one key: the leader, and those waiting for it.
 #[derive(Debug)]
 struct Burst {
+    kind: Kind,
     leader: RequestId,
+    stage: Stage,
     waiters: Vec<Waiter>,
 }
 
@@ -86,8 +141,8 @@ pub struct Released {
     pub waited_ms: u64,
 }
 
-/// The waiting list: the bursts in flight, by key. A few at a time (one per manifest being
-/// fetched right now), so a list searched in order.
+/// The waiting list: the bursts in flight, by key. A few at a time (one per manifest or blob
+/// being fetched right now), so a list searched in order.
 #[derive(Debug)]
 pub struct Bursts {
     max_wait_ms: u64,
@@ -123,31 +178,39 @@ impl Bursts {
         self.get(key).is_some_and(|burst| burst.leader == leader && !burst.waiters.is_empty())
     }
 
-    /// Request `request` for `key` arrived at `now_ms`.
-    pub fn arrive(&mut self, request: RequestId, key: &str, now_ms: u64) -> Arrival {
+    /// Request `request` for `key` (of `kind`) arrived at `now_ms`.
+    pub fn arrive(&mut self, request: RequestId, key: &str, kind: Kind, now_ms: u64) -> Arrival {
         match self.get_mut(key) {
             Some(burst) => {
                 burst.waiters.push(Waiter { request, since_ms: now_ms });
                 Arrival::Wait
             }
             None => {
-                self.open.push((key.into(), Burst { leader: request, waiters: Vec::new() }));
+                let stage = Stage::Leading { answered_ok: false };
+                self.open.push((key.into(), Burst { kind, leader: request, stage, waiters: Vec::new() }));
                 Arrival::Lead
             }
         }
     }
 
-    /// The leader of `key` got its answer headers with `status`: with requests waiting and a 200,
-    /// it captures the answer; otherwise the burst is over, and whoever waited goes on its own.
+    /// The leader of `key` got its answer headers with `status`. A manifest's 200 with requests
+    /// waiting is captured; a blob's 200 streams on with the burst open; otherwise the burst is
+    /// over, and whoever waited goes on its own.
     pub fn answered(&mut self, leader: RequestId, key: &str, status: u32, now_ms: u64) -> Answered {
-        match self.get(key) {
-            Some(burst) if burst.leader == leader && status == 200 && !burst.waiters.is_empty() => Answered::Capture,
-            Some(burst) if burst.leader == leader => Answered::Closed(self.close(key, &Release::GoOn, now_ms)),
-            _ => Answered::Closed(Vec::new()),
+        let Some(burst) = self.get_mut(key).filter(|burst| burst.leader == leader) else {
+            return Answered::Closed(Vec::new());
+        };
+        match (burst.kind, status) {
+            (Kind::Manifest, 200) if !burst.waiters.is_empty() => Answered::Capture,
+            (Kind::Blob, 200) => {
+                burst.stage = Stage::Leading { answered_ok: true };
+                Answered::Streams
+            }
+            _ => Answered::Closed(self.close(key, &Release::GoOn, now_ms)),
         }
     }
 
-    /// The leader of `key` has its whole answer: every waiting request gets it.
+    /// The leader of `key` has its whole manifest: every waiting request gets it.
     pub fn captured(&mut self, leader: RequestId, key: &str, captured: Captured, now_ms: u64) -> Vec<Released> {
         if !self.leads(leader, key) {
             return Vec::new();
@@ -156,20 +219,63 @@ impl Bursts {
     }
 
     /// Request `request` of `key` ended (answered, reset, its client gone, or its worker's VM
-    /// lost): a leader that had not finished releases its waiting requests to go on their own;
-    /// a waiting request leaves the list.
-    pub fn ended(&mut self, request: RequestId, key: &str, now_ms: u64) -> Vec<Released> {
-        if self.leads(request, key) {
-            return self.close(key, &Release::GoOn, now_ms);
-        }
-        if let Some(burst) = self.get_mut(key) {
+    /// lost). A waiting request leaves the list. A manifest's leader that had not handed its
+    /// answer over releases its waiting requests to go on their own. A blob's leader whose 200
+    /// was streamed to its end leaves the burst open for Harbor's store, if requests wait: they
+    /// wait for `probe` to see it stored ([`Ended::Storing`]).
+    pub fn ended(&mut self, request: RequestId, key: &str, probe: Option<Probe>, now_ms: u64) -> Ended {
+        let Some(burst) = self.get_mut(key) else {
+            return Ended::Released(Vec::new());
+        };
+        if burst.leader != request {
             burst.waiters.retain(|waiter| waiter.request != request);
+            return Ended::Released(Vec::new());
         }
-        Vec::new()
+        match (burst.kind, &burst.stage, probe) {
+            (Kind::Blob, Stage::Leading { answered_ok: true }, Some(probe)) if !burst.waiters.is_empty() => {
+                burst.stage = Stage::Storing { probe, call: None };
+                Ended::Storing
+            }
+            _ => Ended::Released(self.close(key, &Release::GoOn, now_ms)),
+        }
+    }
+
+    /// The storage checks to send now: one per burst whose blob is being stored and that has
+    /// none in flight. Say which call each became with [`Bursts::probing`].
+    pub fn due_probes(&self) -> Vec<(String, Probe)> {
+        let due = |(key, burst): &(Box<str>, Burst)| match &burst.stage {
+            Stage::Storing { probe, call: None } => Some((key.to_string(), probe.clone())),
+            _ => None,
+        };
+        self.open.iter().filter_map(due).collect()
+    }
+
+    /// The storage check of `key` is call `call` (`None`: it could not be sent; it is tried
+    /// again at the next [`Bursts::due_probes`]).
+    pub fn probing(&mut self, key: &str, call: Option<CallId>) {
+        if let Some(Burst { stage: Stage::Storing { call: slot, .. }, .. }) = self.get_mut(key) {
+            *slot = call;
+        }
+    }
+
+    /// Call `call` was answered with `status` (`None`: no answer). `None` when it is no storage
+    /// check of this list; else who is released: everyone waiting on a 200 (Harbor has the
+    /// blob), nobody otherwise (the next check asks again).
+    pub fn probed(&mut self, call: CallId, status: Option<u32>, now_ms: u64) -> Option<Vec<Released>> {
+        let at = self.open.iter().position(|(_, burst)| matches!(burst.stage, Stage::Storing { call: Some(sent), .. } if sent == call))?;
+        if status == Some(200) {
+            let key = self.open[at].0.clone();
+            return Some(self.close(&key, &Release::Stored, now_ms));
+        }
+        if let Stage::Storing { call, .. } = &mut self.open[at].1.stage {
+            *call = None;
+        }
+        Some(Vec::new())
     }
 
     /// Time passed: the requests that waited `max_wait_ms` go on their own. Their leader stays:
-    /// an identical request arriving later waits for it again.
+    /// an identical request arriving later waits for it again. A storing burst nobody waits for
+    /// any more is over.
     pub fn expire(&mut self, now_ms: u64) -> Vec<Released> {
         let max_wait_ms = self.max_wait_ms;
         let mut released = Vec::new();
@@ -183,6 +289,7 @@ impl Bursts {
                 keep
             });
         }
+        self.open.retain(|(_, burst)| !(matches!(burst.stage, Stage::Storing { .. }) && burst.waiters.is_empty()));
         released
     }
 
@@ -200,19 +307,25 @@ impl Bursts {
     }
 }
 
-/// The key of a request that may be coalesced: a manifest GET of a mapped repository, by the
-/// Harbor path it goes to (without query) and the media types it accepts; `None` for any
-/// other request.
-pub fn key(method: &[u8], harbor_path: &str, accept: &[u8]) -> Option<String> {
+/// The key and kind of a request that may be coalesced: a GET of a manifest (by the Harbor path
+/// it goes to, without query, and the media types it accepts) or of a blob (by its path); `None`
+/// for any other request.
+pub fn key(method: &[u8], harbor_path: &str, accept: &[u8]) -> Option<(String, Kind)> {
     if method != b"GET" {
         return None;
     }
     let path = harbor_path.split_once('?').map_or(harbor_path, |(path, _)| path);
     let (repository_and_kind, reference) = path.strip_prefix("/v2/")?.rsplit_once('/')?;
-    let repository = repository_and_kind.strip_suffix("/manifests")?;
+    let (repository, kind) = match repository_and_kind.rsplit_once('/')? {
+        (repository, "manifests") => (repository, Kind::Manifest),
+        (repository, "blobs") if reference.contains(':') => (repository, Kind::Blob),
+        _ => return None,
+    };
     if repository.is_empty() || reference.is_empty() {
         return None;
     }
-    let accept = std::str::from_utf8(accept).ok()?;
-    Some(format!("{path}\n{accept}"))
+    match kind {
+        Kind::Manifest => Some((format!("{path}\n{}", std::str::from_utf8(accept).ok()?), kind)),
+        Kind::Blob => Some((path.to_owned(), kind)),
+    }
 }

@@ -96,17 +96,19 @@ pub enum Written {
     CasMismatch,
 }
 
-/// A call to send to a cluster: a GET with these headers.
+/// A call to send to a cluster: a GET or HEAD with these headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallRequest<'a> {
+    /// `:method`: `GET` or `HEAD`.
+    pub method: &'a str,
     /// The Envoy cluster.
     pub cluster: &'a str,
     /// `:path`.
     pub path: &'a str,
     /// `:authority` (`host`).
     pub authority: &'a str,
-    /// More headers, e.g. `authorization`, `accept`; `:method` is always GET and `user-agent`
-    /// always `harbor-mirror`, which the host adds.
+    /// More headers, e.g. `authorization`, `accept`; `user-agent` is always `harbor-mirror`,
+    /// which the host adds.
     pub headers: &'a [(&'a str, &'a str)],
     /// How long the call may take (Envoy answers it with 504 after).
     pub timeout_ms: u64,
@@ -245,6 +247,9 @@ pub trait StreamHost: Host {
     /// Lets a request paused in its headers phase go on.
     fn resume(&mut self) -> Result<(), HostError>;
 
+    /// The name of the Envoy cluster the request went to (known once its answer began).
+    fn upstream_cluster(&mut self) -> Result<String, HostError>;
+
     /// Hands `read` the chunk of the answer's body this response-body event is about.
     fn response_body<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<R, HostError>;
 
@@ -286,6 +291,8 @@ pub struct RequestHeaders<'h> {
     pub forwarded_proto: &'h [u8],
     /// `accept`: part of the key of a manifest GET that may wait for an identical one.
     pub accept: &'h [u8],
+    /// `authorization`: what a blob GET's storage checks carry (pass-through mode).
+    pub authorization: &'h [u8],
 }
 
 impl<'h> RequestHeaders<'h> {
@@ -300,6 +307,7 @@ impl<'h> RequestHeaders<'h> {
             b":scheme" => &mut self.scheme,
             b"x-forwarded-proto" => &mut self.forwarded_proto,
             b"accept" => &mut self.accept,
+            b"authorization" => &mut self.authorization,
             _ => return,
         };
         if slot.is_empty() {

@@ -67,7 +67,7 @@
 //!   authority  oci  query  shared_data  coalesce
 //!                     the request's host; the registry API's grammar and error bodies; the ns
 //!                     parameter and query encoding; shared data for hosts without a store; the
-//!                     waiting list of identical manifest GETs
+//!                     waiting list of identical manifest and layer GETs
 //!   host  wire  base64  ascii  docker_hub
 //!                     the interface the adapters implement (headers, replies, calls, shared
 //!                     data, metrics, logs, the clock); the configuration's JSON form; Basic

@@ -97,8 +97,8 @@ pub const METRICS: [Def; 15] = [
     def("harbor_mirror.discovery.failures", COUNTER, "discovery: refreshes that failed (the last good mapping stayed)"),
     def("harbor_mirror.discovery.registries", GAUGE, "discovery: the registries of the mapping applied"),
     Def { wasm_only: true, ..def("harbor_mirror.wasm_memory_bytes", GAUGE, "the linear memory of the plugin's VMs, summed") },
-    def("harbor_mirror.coalesce.waited", COUNTER, "manifest GETs that waited for the identical one in flight"),
-    def("harbor_mirror.coalesce.released", COUNTER, "waiting manifest GETs served the answer of the identical one, once harbor let their own credentials read it"),
+    def("harbor_mirror.coalesce.waited", COUNTER, "manifest and layer GETs that waited for the identical one in flight"),
+    def("harbor_mirror.coalesce.released", COUNTER, "waiting GETs served by the burst: the first one's manifest, or the layer once harbor stored it"),
     def("harbor_mirror.coalesce.waited_ms", COUNTER, "the milliseconds waiting manifest GETs waited, summed"),
     Def { label: Some("key"), ..def(REGISTRY_REWRITTEN, COUNTER, "rewritten requests per registry") },
 ];

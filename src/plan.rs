@@ -80,9 +80,9 @@ pub struct Forwarding {
     pub needs_token: Option<String>,
     /// What the answer is judged by; the driver sets its `robot_token` when it has one.
     pub forwarded: Forwarded,
-    /// With `coalesce` on, a manifest GET of a mapped registry: the key identical requests
-    /// share ([`coalesce::key`]).
-    pub coalesce_key: Option<String>,
+    /// With `coalesce` on, a manifest or blob GET of a mapped registry: the key identical
+    /// requests share, and what they are of ([`coalesce::key`]).
+    pub coalesce_key: Option<(String, coalesce::Kind)>,
 }
 
 impl Forwarding {

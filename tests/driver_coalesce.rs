@@ -1,7 +1,8 @@
 //! One upstream fetch per burst, through the driver and an emulated Envoy: identical manifest
 //! GETs wait for the first, get its manifest once Harbor lets their own credentials read it (a
-//! HEAD), or go on their own when it fails, ends, or takes too long. For the proxy-wasm host and
-//! the dynamic module's. Runs natively and under wasm-bindgen-test.
+//! HEAD), or go on their own when it fails, ends, or takes too long; identical blob GETs wait
+//! until Harbor has stored the blob. For the proxy-wasm host and the dynamic module's. Runs
+//! natively and under wasm-bindgen-test.
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -10,7 +11,7 @@ use harbor_mirror_core::host::{Flow, RequestId};
 
 mod common;
 
-use common::emulator::{Emulator, Kind};
+use common::emulator::{Answer, Emulator, Kind};
 
 const CONFIG: &str = r#"{"registries": {"docker.io": {"project": "hub"}}, "default_registry": "docker.io",
     "coalesce": {"enabled": true, "max_wait_ms": 30000}}"#;
@@ -160,12 +161,12 @@ fn only_identical_manifest_gets_of_a_mapped_registry_wait() {
         ("another tag", CONFIG, "GET", "/v2/library/nginx/manifests/1.28?ns=docker.io", INDEX, false),
         ("another media type", CONFIG, "GET", TAG, "application/vnd.oci.image.manifest.v1+json", false),
         ("the same name, docker's way (no ns)", CONFIG, "GET", "/v2/library/nginx/manifests/1.27", INDEX, true),
-        ("a blob", CONFIG, "GET", "/v2/library/nginx/blobs/sha256:aa?ns=docker.io", INDEX, false),
+        ("the same blob", CONFIG, "GET", "/v2/library/nginx/blobs/sha256:aa?ns=docker.io", "*/*", true),
     ];
     for kind in BOTH {
         for (name, config, method, path, accept, waits) in rows {
             let mut mirror = Emulator::configured(kind, config);
-            if *name == "a blob" {
+            if *name == "the same blob" {
                 mirror.request("GET", path, &[("accept", accept)]);
             } else {
                 mirror.request("GET", TAG, &[("accept", INDEX)]);
@@ -173,5 +174,52 @@ fn only_identical_manifest_gets_of_a_mapped_registry_wait() {
             let (_, flow) = mirror.request(method, path, &[("accept", accept)]);
             assert_eq!(flow == Flow::Pause, *waits, "{kind:?}: {name}");
         }
+    }
+}
+
+const LAYER: &str = "/v2/library/nginx/blobs/sha256:aa?ns=docker.io";
+
+#[test]
+fn identical_blob_gets_wait_until_harbor_has_stored_the_blob() {
+    for kind in BOTH {
+        let mut mirror = Emulator::configured(kind, CONFIG);
+        let requests: Vec<_> = (0..3).map(|_| mirror.request("GET", LAYER, &[("authorization", "Bearer t")])).collect();
+        let flows: Vec<Flow> = requests.iter().map(|(_, flow)| *flow).collect();
+        assert_eq!(flows, [Flow::Continue, Flow::Pause, Flow::Pause], "{kind:?}");
+        let leader = requests[0].0;
+        mirror.respond(leader, 200, &[("content-length", "8388608")]);
+        mirror.body(leader, b"layer bytes", false);
+        mirror.body(leader, b"", true);
+        mirror.end(leader);
+        mirror.tick();
+        let sent = mirror.world.sent.clone();
+        assert_eq!(sent.len(), 1, "{kind:?}: one storage check");
+        assert_eq!((sent[0].method.as_str(), sent[0].cluster.as_str(), sent[0].path.as_str()), ("HEAD", "harbor", "/v2/hub/library/nginx/blobs/sha256:aa"));
+        assert_eq!(sent[0].headers, [("authorization".to_owned(), "Bearer t".to_owned())], "{kind:?}: harbor checks the leader's credentials");
+        mirror.answer(0, &Answer::new(404, ""));
+        mirror.deliver();
+        assert!(!mirror.stream(requests[1].0).resumed, "{kind:?}: not stored yet");
+        mirror.tick();
+        mirror.answer(1, &Answer::new(200, ""));
+        mirror.deliver();
+        for (id, _) in &requests[1..] {
+            assert!(mirror.stream(*id).resumed, "{kind:?}: {id} goes to harbor, which serves it from storage");
+            assert_eq!(method(&mirror, *id), "GET", "{kind:?}");
+        }
+        mirror.tick();
+        assert_eq!(mirror.metric("harbor_mirror.coalesce.released"), 2, "{kind:?}");
+    }
+}
+
+#[test]
+fn a_blob_leader_that_fails_lets_the_waiting_go_on_at_once() {
+    for kind in BOTH {
+        let mut mirror = Emulator::configured(kind, CONFIG);
+        let requests: Vec<_> = (0..2).map(|_| mirror.request("GET", LAYER, &[])).collect();
+        mirror.respond(requests[0].0, 500, &[]);
+        mirror.deliver();
+        assert!(mirror.stream(requests[1].0).resumed, "{kind:?}");
+        mirror.tick();
+        assert!(mirror.world.sent.is_empty(), "{kind:?}: nothing to check");
     }
 }

@@ -30,8 +30,9 @@ PC_INDEX=$(seed_upstream library/index:1 "a multi-platform image" --index)
 PC_CROWD=$(seed_upstream library/crowd:1 "pulled through the mirror by twenty at once")
 PC_SECRET=$(seed_upstream library/secret:1 "a private project's image, pulled at once by the entitled and the others")
 PC_ROLLOUT=$(seed_upstream library/rollout:1 "pulled by several containerd at once")
+PC_BIG=$(seed_upstream library/biglayer:1 "a layer of 8 MiB, pulled through the mirror by ten at once" --layer-bytes 8388608)
 [ -n "$PC_TAG" ] && [ -n "$PC_BURST" ] && [ -n "$PC_HEAD" ] && [ -n "$PC_BLOB" ] && [ -n "$PC_INDEX" ] &&
-  [ -n "$PC_CROWD" ] && [ -n "$PC_SECRET" ] && [ -n "$PC_ROLLOUT" ] || { echo "seeding the upstream failed"; exit 1; }
+  [ -n "$PC_CROWD" ] && [ -n "$PC_SECRET" ] && [ -n "$PC_ROLLOUT" ] && [ -n "$PC_BIG" ] || { echo "seeding the upstream failed"; exit 1; }
 
 PC_PORT=$(free_port)
 PC_HARBOR=127.0.0.1:$PC_PORT
@@ -299,13 +300,16 @@ case_filter_a_waiting_request_gets_only_what_its_own_credentials_may_read() {
 }
 
 case_filter_containerd_pulls_at_once_share_the_manifest_gets() {
-  local hosts=$PROXY_DIR/hosts
+  # Real pulls: each ctr resolves the tag (HEAD), then GETs the manifest by digest, first without
+  # its token (401), then with it; how their GETs meet depends on that dance, so the check is that
+  # every pull gets its image and that they cost fewer upstream GETs than pulls.
+  local hosts=$PROXY_DIR/hosts pulls=6
   write_hosts_toml "$hosts" docker.io containerd "http://$PCM"
   local mark; mark=$(upstream_mark)
   # Each upstream call takes 1.5 s: the pulls' GETs by digest meet however their starts spread.
   pc_control '{"delay": 1.5}'
   local i pids=()
-  for i in 1 2 3 4; do
+  for ((i = 1; i <= pulls; i++)); do
     ctr_pull "$hosts" "rollout$i" docker.io/library/rollout:1 >"$PROXY_DIR/ctr-$i.log" 2>&1 &
     pids+=($!)
   done
@@ -313,14 +317,34 @@ case_filter_containerd_pulls_at_once_share_the_manifest_gets() {
   for i in "${!pids[@]}"; do wait "${pids[$i]}" || { failed=1; cat "$PROXY_DIR/ctr-$((i + 1)).log"; }; done
   pc_control '{"delay": 0}'
   [ $failed -eq 0 ] || { echo "FAIL: a pull failed"; return 1; }
-  for i in 1 2 3 4; do
+  for ((i = 1; i <= pulls; i++)); do
     expect_eq "ctr pull $i" "$(ctr_digest "rollout$i" docker.io/library/rollout:1)" "$PC_ROLLOUT"
   done
-  at_most "upstream manifest GETs for 4 pulls at once ($ADAPTER)" \
-    "$(upstream_calls "$mark" '.kind == "manifest" and .method == "GET" and .repository == "library/rollout"')" "$PCM_MOST_GETS"
-  echo "ok: 4 ctr pulls at once of an image only the upstream has, each with its digest"
+  at_most "upstream manifest GETs for $pulls pulls at once ($ADAPTER)" \
+    "$(upstream_calls "$mark" '.kind == "manifest" and .method == "GET" and .repository == "library/rollout"')" $((pulls - 1))
+  echo "ok: $pulls ctr pulls at once of an image only the upstream has, each with its digest"
+}
+
+case_filter_a_burst_of_layer_gets_costs_at_most_two_downloads() {
+  local layer; layer=$(skopeo inspect --tls-verify=false --raw "docker://$UPSTREAM/library/biglayer:1" | jq -r '.layers[0].digest')
+  local token; token=$(pcm_token docker.io library/biglayer)
+  local mark; mark=$(upstream_mark)
+  pc_control '{"delay": 1.0}'
+  local tokens=() i
+  for ((i = 0; i < 10; i++)); do tokens+=("$token"); done
+  pcm_get_many "$PROXY_DIR/big" "/v2/library/biglayer/blobs/$layer?ns=docker.io" "${tokens[@]}"
+  pc_control '{"delay": 0}'
+  for ((i = 1; i <= 10; i++)); do
+    expect_eq "GET $i" "$(cat "$PROXY_DIR/big-$i.status")" 200
+    expect_eq "GET $i's layer" "$(digest_of "$PROXY_DIR/big-$i")" "$layer"
+  done
+  # Harbor streams the layer and downloads it again to store it: 2 per leader (one per waiting list).
+  at_most "upstream downloads for 10 GETs at once ($ADAPTER)" \
+    "$(upstream_calls "$mark" '.kind == "blob" and .method == "GET" and .repository == "library/biglayer"')" $((2 * PCM_MOST_GETS))
+  echo "ok: 10 GETs at once of an 8 MiB layer only the upstream has: all 200 with its sha256"
 }
 
 run_case case_filter_a_burst_of_manifest_gets_costs_one_upstream_get
+run_case case_filter_a_burst_of_layer_gets_costs_at_most_two_downloads
 run_case case_filter_a_waiting_request_gets_only_what_its_own_credentials_may_read
 run_case case_filter_containerd_pulls_at_once_share_the_manifest_gets

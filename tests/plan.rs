@@ -36,7 +36,7 @@ fn count_name(count: &Count, config: &Config) -> String {
 }
 
 fn outcome_of(config: &Config, method: &str, path: &str) -> (String, Outcome, Option<String>) {
-    let headers = RequestHeaders { method: method.as_bytes(), path: path.as_bytes(), authority: b"mirror:5000", scheme: b"http", forwarded_proto: b"", accept: b"" };
+    let headers = RequestHeaders { method: method.as_bytes(), path: path.as_bytes(), authority: b"mirror:5000", scheme: b"http", forwarded_proto: b"", accept: b"", authorization: b"" };
     let plan = plan(config, &headers, true);
     let outcome = match plan.then {
         Then::Reply { status, .. } => Outcome::Reply(status),
@@ -86,7 +86,7 @@ fn a_request_is_counted_and_replied_or_forwarded() {
 #[test]
 fn headers_that_are_not_utf8_are_refused_and_not_counted() {
     let config = parse(PASS_THROUGH);
-    let headers = RequestHeaders { method: b"GET", path: b"/v2/\xff/manifests/1", authority: b"mirror", scheme: b"http", forwarded_proto: b"", accept: b"" };
+    let headers = RequestHeaders { method: b"GET", path: b"/v2/\xff/manifests/1", authority: b"mirror", scheme: b"http", forwarded_proto: b"", accept: b"", authorization: b"" };
     let plan = plan(&config, &headers, false);
     assert!(matches!(plan.count, Count::Nothing), "counted as {}", count_name(&plan.count, &config));
     assert!(matches!(plan.then, Then::Reply { status: 400, .. }), "{:?}", plan.then);

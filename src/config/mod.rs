@@ -134,7 +134,7 @@ impl fmt::Debug for Discover {
     }
 }
 
-/// `coalesce`: identical manifest GETs in flight at once share one answer from Harbor.
+/// `coalesce`: identical manifest and layer GETs in flight at once share one upstream fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Coalesce {
     /// Whether they do.
@@ -191,7 +191,7 @@ pub struct Config {
     pub auth: Auth,
     /// Discovery of the registries from Harbor's API.
     pub discover: Option<Discover>,
-    /// Identical manifest GETs in flight at once: one goes to Harbor, the others wait for it.
+    /// Identical manifest and layer GETs in flight at once: one goes to Harbor, the others wait.
     pub coalesce: Coalesce,
     /// The mapping from Harbor merged in, if any.
     pub discovered: Discovered,

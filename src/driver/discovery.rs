@@ -183,7 +183,7 @@ fn send(host: &mut impl Host, discover: &Discover, path: &str) -> Result<CallId,
         }
         None => &[("accept", "application/json")],
     };
-    host.send_call(&CallRequest { cluster: &discover.cluster, path, authority: &discover.authority, headers, timeout_ms: discover.timeout_ms })
+    host.send_call(&CallRequest { method: "GET", cluster: &discover.cluster, path, authority: &discover.authority, headers, timeout_ms: discover.timeout_ms })
 }
 
 /// The shared-data key of the published mapping, per Harbor and account.

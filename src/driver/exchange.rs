@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::coalesce::{Answered, Arrival, Captured, Release, CAPTURED_HEADERS, MAX_CAPTURED_BYTES};
+use crate::coalesce::{Answered, Arrival, Captured, Kind, Probe, Release, CAPTURED_HEADERS, MAX_CAPTURED_BYTES};
 use crate::host::{CallSender, Flow, Host, HostError, Level, RequestId, StreamHost};
 use crate::managed::cache::CacheEntry;
 use crate::managed::fetch::Lookup;
@@ -42,7 +42,7 @@ pub struct Exchange {
     forwarded: Option<Forwarded>,
     /// Whether it paused for its project's token.
     waited: bool,
-    /// Its part in a burst of identical manifest GETs, if any.
+    /// Its part in a burst of identical GETs, if any.
     part: Option<Part>,
 }
 
@@ -101,9 +101,16 @@ impl Plugin {
             let index = self.selector.select(std::str::from_utf8(headers.authority).unwrap_or(""))?;
             let active = self.domains.get(index)?.current.get();
             let plan = plan(&active.config, headers, debug);
-            Some((index, active, plan))
+            // A blob's storage checks carry the client's credentials, where the plan keeps them.
+            let blob_authorization = match &plan.then {
+                Then::Forward(Forwarding { coalesce_key: Some((_, Kind::Blob)), strip_credentials: false, .. }) if !headers.authorization.is_empty() => {
+                    Some(String::from_utf8_lossy(headers.authorization).into_owned())
+                }
+                _ => None,
+            };
+            Some((index, active, plan, blob_authorization))
         })?;
-        let Some((index, active, plan)) = planned else {
+        let Some((index, active, plan, blob_authorization)) = planned else {
             host.log(Level::Debug, "no _rules_ domain matches the request's host, and there is no global configuration: passed untouched");
             return Ok(Flow::Continue);
         };
@@ -149,25 +156,34 @@ impl Plugin {
         exchange.forwarded = Some(forwarded);
         exchange.debug_header = plan.debug_header;
         match coalesce_key {
-            Some(key) if flow == Flow::Continue => Ok(self.join_burst(host, exchange, key)),
+            Some((key, kind)) if flow == Flow::Continue => Ok(self.join_burst(host, exchange, key, kind, blob_authorization)),
             _ => Ok(flow),
         }
     }
 
-    /// A manifest GET that may share its answer: it leads its burst, or waits for the leader.
-    fn join_burst(&self, host: &mut impl StreamHost, exchange: &mut Exchange, key: String) -> Flow {
+    /// A GET that may share its fetch: it leads its burst, or waits for the leader.
+    fn join_burst(&self, host: &mut impl StreamHost, exchange: &mut Exchange, key: String, kind: Kind, authorization: Option<String>) -> Flow {
         let Some(waiting) = exchange.waiting(self) else {
             return Flow::Continue;
         };
-        match waiting.arrive(host, exchange.id, &key) {
+        match waiting.arrive(host, exchange.id, &key, kind) {
             Arrival::Lead => {
-                exchange.part = Some(Part::Leads { key, capture: None });
+                let probe = match (kind, &exchange.forwarded) {
+                    (Kind::Blob, Some(forwarded)) => Some(Probe {
+                        cluster: String::new(),
+                        path: key.clone(),
+                        authority: forwarded.authority.clone(),
+                        authorization: forwarded.robot_token.as_deref().map(bearer).or(authorization),
+                    }),
+                    _ => None,
+                };
+                exchange.part = Some(Part::Leads { key, kind, capture: None, probe });
                 Flow::Continue
             }
             Arrival::Wait => {
                 if let Err(e) = host.prepare_to_wait(exchange.id) {
                     host.log(Level::Warn, format_args!("cannot pause a request for the identical one in flight, it goes on: {e}"));
-                    waiting.ended(host, exchange.id, &key);
+                    waiting.ended(host, exchange.id, &key, None);
                     return Flow::Continue;
                 }
                 self.count(host, Metric::CoalesceWaited);
@@ -258,10 +274,14 @@ impl Plugin {
         let done = match outcome {
             Outcome::Resume(token) => host.set_request_header("authorization", bearer(&token).as_bytes()).and_then(|()| host.resume()),
             Outcome::Refuse(refusal) => refuse(host, &refusal, None),
-            Outcome::Coalesced(release, waited_ms) => {
-                self.metrics.add(host, Metric::CoalesceWaitedMs, waited_ms);
+            Outcome::Coalesced(release) => {
                 match release {
                     Release::GoOn => host.resume(),
+                    Release::Stored => {
+                        // Harbor serves it from storage now.
+                        self.count(host, Metric::CoalesceReleased);
+                        host.resume()
+                    }
                     Release::Serve(captured) => {
                         // Harbor answers a HEAD without a pull counted upstream, and says whether
                         // the request's own credentials may read the manifest.
@@ -322,11 +342,24 @@ impl Plugin {
     /// The leader's answer headers: kept for the requests waiting for it if it is a 200, else
     /// they go on their own. Nobody waiting, nothing is read.
     fn leader_answered(&self, host: &mut impl StreamHost, exchange: &mut Exchange) {
-        let (Some(waiting), Some(Part::Leads { key, capture })) = (exchange.waiting(self), &mut exchange.part) else {
+        let (Some(waiting), Some(Part::Leads { key, kind, capture, probe })) = (exchange.waiting(self), &mut exchange.part) else {
             return;
         };
-        let status = if waiting.has_waiters(exchange.id, key) { host.response_header(":status", status_of).unwrap_or(0) } else { 0 };
+        // A blob's burst stays open while it streams, waited for or not: its status is read.
+        let read_status = *kind == Kind::Blob || waiting.has_waiters(exchange.id, key);
+        let status = if read_status { host.response_header(":status", status_of).unwrap_or(0) } else { 0 };
         match waiting.answered(host, exchange.id, key, status) {
+            Answered::Streams => match host.upstream_cluster() {
+                Ok(cluster) => {
+                    if let Some(probe) = probe {
+                        probe.cluster = cluster;
+                    }
+                }
+                Err(e) => {
+                    host.log(Level::Warn, format_args!("{e}: requests waiting for this blob will go on their own"));
+                    *probe = None;
+                }
+            },
             Answered::Capture => {
                 let mut headers = Vec::with_capacity(CAPTURED_HEADERS.len());
                 for name in CAPTURED_HEADERS {
@@ -340,7 +373,7 @@ impl Plugin {
             }
             Answered::Closed(released) => {
                 exchange.part = None;
-                wake_released(&self.woken, host, released, "the identical request in flight was not answered 200");
+                wake_released(&self.metrics, &self.woken, host, released, "the identical request in flight was not answered 200");
             }
         }
     }
@@ -348,7 +381,7 @@ impl Plugin {
     /// A chunk of the answer's body arrived: a leader whose answer requests wait for keeps it,
     /// and at its end hands it to them. The chunk passes on either way.
     pub fn on_response_body(&self, host: &mut impl StreamHost, exchange: &mut Exchange, end_of_stream: bool) {
-        let (Some(waiting), Some(Part::Leads { key, capture: Some(capture) })) = (exchange.waiting(self), &mut exchange.part) else {
+        let (Some(waiting), Some(Part::Leads { key, capture: Some(capture), .. })) = (exchange.waiting(self), &mut exchange.part) else {
             return;
         };
         let read = host.response_body(|chunk| {
@@ -364,14 +397,14 @@ impl Plugin {
                 let captured = std::mem::take(capture);
                 (waiting.captured(host, exchange.id, key, captured), "served the manifest of the identical request")
             }
-            Ok(false) => (waiting.ended(host, exchange.id, key), "the identical request's manifest is too long to keep"),
+            Ok(false) => (waiting.ended(host, exchange.id, key, None), "the identical request's manifest is too long to keep"),
             Err(e) => {
                 host.log(Level::Warn, format_args!("reading the answer the identical requests wait for: {e}"));
-                (waiting.ended(host, exchange.id, key), "the identical request's answer could not be read")
+                (waiting.ended(host, exchange.id, key, None), "the identical request's answer could not be read")
             }
         };
         exchange.part = None;
-        wake_released(&self.woken, host, released.0, released.1);
+        wake_released(&self.metrics, &self.woken, host, released.0, released.1);
     }
 
     /// A waiting request sent on as a HEAD got Harbor's answer: a 200 (its credentials may read
@@ -437,9 +470,13 @@ impl Plugin {
     /// The request ended: it waits for no token any more, nor for an identical request; a
     /// leader that had not handed its answer over lets the requests waiting for it go on.
     pub fn on_stream_end(&self, host: &mut impl Host, exchange: &Exchange) {
-        if let (Some(waiting), Some(Part::Leads { key, .. } | Part::Waits { key })) = (exchange.waiting(self), &exchange.part) {
-            let released = waiting.ended(host, exchange.id, key);
-            wake_released(&self.woken, host, released, "the identical request in flight ended without its answer");
+        if let Some(waiting) = exchange.waiting(self) {
+            let released = match &exchange.part {
+                Some(Part::Leads { key, probe, .. }) => waiting.ended(host, exchange.id, key, probe.clone()),
+                Some(Part::Waits { key }) => waiting.ended(host, exchange.id, key, None),
+                None => Vec::new(),
+            };
+            wake_released(&self.metrics, &self.woken, host, released, "the identical request in flight ended without handing its answer over");
         }
         if !exchange.waited() {
             return;

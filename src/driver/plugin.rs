@@ -42,7 +42,7 @@ pub(super) struct Domain {
     pub(super) tokens: Option<Tokens>,
     /// Discovery's refresh, with `discover`.
     pub(super) discovery: Option<Discovery>,
-    /// The identical manifest GETs waiting for the one in flight, with `coalesce` on.
+    /// The identical GETs waiting for the one in flight, with `coalesce` on.
     pub(super) waiting: Option<Waiting>,
 }
 
@@ -88,7 +88,7 @@ impl Plugin {
         self.domains.iter().any(|domain| domain.tokens.is_some())
     }
 
-    /// Whether any configuration coalesces identical manifest GETs (its requests may pause for
+    /// Whether any configuration coalesces identical GETs (its requests may pause for
     /// one another, at most `coalesce.max_wait_ms`: it then needs the timer).
     pub fn coalesces(&self) -> bool {
         self.domains.iter().any(|domain| domain.waiting.is_some())
@@ -109,13 +109,21 @@ impl Plugin {
             }
             if let Some(waiting) = &domain.waiting {
                 let expired = waiting.expire(host);
-                wake_released(&self.woken, host, expired, "waited coalesce.max_wait_ms for the identical request in flight");
+                wake_released(&self.metrics, &self.woken, host, expired, "waited coalesce.max_wait_ms for the identical request in flight");
+                waiting.send_probes(host);
             }
         }
     }
 
-    /// Call `call` was answered (or timed out, or failed): it is discovery's or a token fetch's.
+    /// Call `call` was answered (or timed out, or failed): it is a storage check of a blob
+    /// requests wait for, discovery's, or a token fetch's.
     pub fn on_call_answer(&self, host: &mut impl Host, call: CallId, answer: &impl CallAnswer) {
+        for waiting in self.domains.iter().filter_map(|domain| domain.waiting.as_ref()) {
+            if let Some(released) = waiting.probed(host, call, answer) {
+                wake_released(&self.metrics, &self.woken, host, released, "harbor has stored the blob");
+                return;
+            }
+        }
         for domain in &self.domains {
             if let Some(discovery) = domain.discovery.as_ref().filter(|discovery| discovery.owns(call)) {
                 discovery.on_answer(&self.metrics, &domain.current, host, call, answer);

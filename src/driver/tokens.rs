@@ -88,7 +88,7 @@ impl Tokens {
     pub(super) fn send(&self, metrics: &Metrics, host: &mut impl Host, call: &Call) -> Result<CallId, String> {
         let managed = &self.managed;
         let headers = [("authorization", managed.authorization.as_str())];
-        let request = CallRequest { cluster: &managed.cluster, path: &call.path, authority: &managed.authority, headers: &headers, timeout_ms: managed.timeout_ms };
+        let request = CallRequest { method: "GET", cluster: &managed.cluster, path: &call.path, authority: &managed.authority, headers: &headers, timeout_ms: managed.timeout_ms };
         metrics.add_one(host, Metric::TokenFetches);
         host.send_call(&request).map_err(|e| {
             let message = format!("cannot ask harbor for a token through cluster {:?} (auth.cluster): {e}", managed.cluster);

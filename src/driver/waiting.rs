@@ -1,24 +1,32 @@
 //! The driver's side of one upstream fetch per burst: a configuration's waiting list
-//! ([`Bursts`]) behind a lock, with the host's clock, and waking the requests it releases.
+//! ([`Bursts`]) behind a lock, with the host's clock, the storage checks sent from the plugin's
+//! context, and waking the requests it releases.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::coalesce::{Answered, Arrival, Bursts, Captured, Released};
-use crate::host::{Host, Level, RequestId};
+use crate::coalesce::{Answered, Arrival, Bursts, Captured, Ended, Kind, Probe, Released};
+use crate::host::{CallAnswer, CallId, CallRequest, Host, Level, RequestId};
+use crate::metrics::{Metric, Metrics};
 
 use super::woken::{Outcome, Woken};
 
-/// A request's part in a burst of identical manifest GETs.
+/// How long a storage check may take.
+const PROBE_TIMEOUT_MS: u64 = 5000;
+
+/// A request's part in a burst of identical GETs.
 #[derive(Debug)]
 pub(super) enum Part {
-    /// It went to Harbor for the burst; with `capture`, it keeps its answer for the waiting
-    /// requests.
+    /// It went to Harbor for the burst.
     Leads {
         /// The burst's key.
         key: String,
-        /// The answer so far, while requests wait for it.
+        /// Manifest or blob.
+        kind: Kind,
+        /// A manifest: the answer so far, while requests wait for it.
         capture: Option<Captured>,
+        /// A blob: how to ask Harbor whether it stored it (its cluster once the answer began).
+        probe: Option<Probe>,
     },
     /// It waits for the leader.
     Waits {
@@ -51,10 +59,10 @@ impl Waiting {
     }
 
     /// Request `request` for `key` arrived; a leader costs no clock read.
-    pub(super) fn arrive(&self, host: &impl Host, request: RequestId, key: &str) -> Arrival {
+    pub(super) fn arrive(&self, host: &impl Host, request: RequestId, key: &str, kind: Kind) -> Arrival {
         let mut list = self.list();
         let now = if list.is_open(key) { now_ms(host) } else { 0 };
-        list.arrive(request, key, now)
+        list.arrive(request, key, kind, now)
     }
 
     /// Whether requests wait for `leader` (its answer's status is worth reading).
@@ -62,41 +70,79 @@ impl Waiting {
         self.list().has_waiters(leader, key)
     }
 
-    /// The leader's answer headers arrived with `status` (any, when nobody waits).
+    /// The leader's answer headers arrived with `status` (any, for a manifest nobody waits for).
     pub(super) fn answered(&self, host: &impl Host, leader: RequestId, key: &str, status: u32) -> Answered {
         let mut list = self.list();
         let now = if list.has_waiters(leader, key) { now_ms(host) } else { 0 };
         list.answered(leader, key, status, now)
     }
 
-    /// The leader has its whole answer.
+    /// The leader has its whole manifest.
     pub(super) fn captured(&self, host: &impl Host, leader: RequestId, key: &str, captured: Captured) -> Vec<Released> {
         let now = now_ms(host);
         self.list().captured(leader, key, captured, now)
     }
 
-    /// Request `request` of `key` ended.
-    pub(super) fn ended(&self, host: &impl Host, request: RequestId, key: &str) -> Vec<Released> {
+    /// Request `request` of `key` ended; a blob's leader hands over how to check Harbor's store.
+    pub(super) fn ended(&self, host: &impl Host, request: RequestId, key: &str, probe: Option<Probe>) -> Vec<Released> {
         let mut list = self.list();
         let now = if list.has_waiters(request, key) { now_ms(host) } else { 0 };
-        list.ended(request, key, now)
+        match list.ended(request, key, probe, now) {
+            Ended::Released(released) => released,
+            Ended::Storing => Vec::new(),
+        }
     }
 
     /// The requests that waited too long.
     pub(super) fn expire(&self, host: &impl Host) -> Vec<Released> {
         let mut list = self.list();
-        if list.waiting() == 0 {
+        if list.waiting() == 0 && list.due_probes().is_empty() {
             return Vec::new();
         }
         list.expire(now_ms(host))
     }
+
+    /// Sends the storage checks due, from the plugin's context.
+    pub(super) fn send_probes(&self, host: &mut impl Host) {
+        let due = self.list().due_probes();
+        for (key, probe) in due {
+            let mut headers = Vec::with_capacity(1);
+            if let Some(authorization) = &probe.authorization {
+                headers.push(("authorization", authorization.as_str()));
+            }
+            let call = CallRequest {
+                method: "HEAD",
+                cluster: &probe.cluster,
+                path: &probe.path,
+                authority: &probe.authority,
+                headers: &headers,
+                timeout_ms: PROBE_TIMEOUT_MS,
+            };
+            let sent = match host.send_call(&call) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    host.log(Level::Warn, format_args!("cannot ask harbor whether it stored {}: {e}", probe.path));
+                    None
+                }
+            };
+            self.list().probing(&key, sent);
+        }
+    }
+
+    /// Call `call` was answered: `None` when it is no storage check of this list.
+    pub(super) fn probed(&self, host: &impl Host, call: CallId, answer: &impl CallAnswer) -> Option<Vec<Released>> {
+        let status = answer.status();
+        let now = now_ms(host);
+        self.list().probed(call, status, now)
+    }
 }
 
 /// Wakes each released request with what it is released with; none of the list's locks is
-/// held (a host may run the woken request at once). `log` says why, for the debug log.
-pub(super) fn wake_released(woken: &Woken, host: &mut impl Host, released: Vec<Released>, why: &str) {
+/// held (a host may run the woken request at once). `why` says why, for the debug log.
+pub(super) fn wake_released(metrics: &Metrics, woken: &Woken, host: &mut impl Host, released: Vec<Released>, why: &str) {
     for Released { request, release, waited_ms } in released {
         host.log(Level::Debug, format_args!("request {request} released after {waited_ms} ms: {why}"));
-        woken.wake(host, request, Outcome::Coalesced(release, waited_ms));
+        metrics.add(host, Metric::CoalesceWaitedMs, waited_ms);
+        woken.wake(host, request, Outcome::Coalesced(release));
     }
 }

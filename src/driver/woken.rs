@@ -15,8 +15,8 @@ pub(super) enum Outcome {
     Resume(String),
     /// After its project's token fetch: answer with this error.
     Refuse(Refusal),
-    /// After the identical request it waited for, and how long it waited (milliseconds).
-    Coalesced(Release, u64),
+    /// After the identical request it waited for.
+    Coalesced(Release),
     /// Sent on as a HEAD with its own credentials: the manifest to serve if Harbor answers 200.
     Serving(Arc<Captured>),
 }

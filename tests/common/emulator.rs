@@ -92,6 +92,8 @@ pub struct Sent {
     pub id: CallId,
     /// The context that sent it: a request, or `None` for the plugin's own.
     pub from: Option<RequestId>,
+    /// `:method`.
+    pub method: String,
     /// The cluster.
     pub cluster: String,
     /// `:path`.
@@ -494,11 +496,13 @@ impl Host for Ctx<'_, '_> {
         if self.current.is_some() && self.world.kind == Kind::Module {
             panic!("the module's streams cannot send calls");
         }
-        self.world.record(format!("send {} {}", call.cluster, call.path))?;
+        let method = if call.method == "GET" { String::new() } else { format!("{} ", call.method) };
+        self.world.record(format!("send {method}{} {}", call.cluster, call.path))?;
         let id = self.world.sent.len() as u64 + 1;
         self.world.sent.push(Sent {
             id,
             from: self.current,
+            method: call.method.to_owned(),
             cluster: call.cluster.to_owned(),
             path: call.path.to_owned(),
             authority: call.authority.to_owned(),
@@ -588,6 +592,11 @@ impl StreamHost for Ctx<'_, '_> {
     fn wake_plugin(&mut self) {
         let _ = self.world.record("wake plugin".to_owned());
         self.world.plugin_wakes += 1;
+    }
+
+    fn upstream_cluster(&mut self) -> Result<String, HostError> {
+        self.world.record("get xds.cluster_name".to_owned())?;
+        Ok("harbor".to_owned())
     }
 
     fn response_body<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<R, HostError> {

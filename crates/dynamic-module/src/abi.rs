@@ -132,6 +132,10 @@ pub(crate) const HEADERS_STATUS_STOP_ITERATION: CEnum = 1;
 pub(crate) const BODY_STATUS_STOP_ITERATION_AND_WATERMARK: CEnum = 2;
 // envoy_dynamic_module_type_http_body_type: the body the response-body hook just received.
 pub(crate) const BODY_TYPE_RECEIVED_RESPONSE_BODY: CEnum = 2;
+// envoy_dynamic_module_type_attribute_id: `xds.cluster_name`, the 58th of the enum (its order in
+// the header; e2e's blob coalescing checks it against Envoy 1.40, whose getter takes ids beyond
+// its own switch to the CEL attributes).
+pub(crate) const ATTRIBUTE_XDS_CLUSTER_NAME: CEnum = 57;
 // envoy_dynamic_module_type_on_http_filter_{request,response}_trailers_status
 pub(crate) const TRAILERS_STATUS_STOP_ITERATION: CEnum = 1;
 
@@ -238,6 +242,13 @@ unsafe extern "C" {
         filter: FilterEnvoyPtr,
         header_type: CEnum,
         result: *mut EnvoyHttpHeader,
+    ) -> bool;
+    /// new (1.40: its disassembly reads a third argument, the result, and no fourth). A string
+    /// attribute of the stream, as a view into Envoy's memory.
+    pub(crate) fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+        filter: FilterEnvoyPtr,
+        attribute_id: CEnum,
+        result: *mut EnvoyBuffer,
     ) -> bool;
     /// new (1.40: its disassembly takes two arguments and returns the count). How many chunks
     /// the body `body_type` holds (0 if there is none).

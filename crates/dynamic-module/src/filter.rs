@@ -165,6 +165,17 @@ impl HttpFilterHandle<'_> {
         (Some(unsafe { abi::envoy_bytes(value) }), count)
     }
 
+    /// The name of the cluster the stream was routed to (`xds.cluster_name`), once the router
+    /// chose it (in the response phase); `None` before, or if Envoy has none.
+    pub fn upstream_cluster_name(&self) -> Option<&[u8]> {
+        let mut value = abi::EnvoyBuffer::NULL;
+        // SAFETY: `ptr` is this hook's live filter; `value` is a valid out pointer.
+        let found = unsafe { abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(self.ptr, abi::ATTRIBUTE_XDS_CLUSTER_NAME, &mut value) };
+        // SAFETY: Envoy's buffer points into the stream's info, valid until the hook returns;
+        // the result borrows `&self`.
+        found.then(|| unsafe { abi::envoy_bytes(value) })
+    }
+
     /// The chunks of response body the current `on_response_body` received, as views into
     /// Envoy's buffer; none outside that hook.
     pub fn received_response_body(&self) -> Vec<&[u8]> {

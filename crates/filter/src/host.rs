@@ -157,7 +157,7 @@ impl Host for WasmHost<'_> {
 
     fn send_call(&mut self, call: &CallRequest<'_>) -> Result<CallId, HostError> {
         let mut headers = Vec::with_capacity(call.headers.len() + 4);
-        headers.extend([(":method", "GET"), (":path", call.path), (":authority", call.authority)]);
+        headers.extend([(":method", call.method), (":path", call.path), (":authority", call.authority)]);
         headers.extend_from_slice(call.headers);
         headers.push(("user-agent", "harbor-mirror"));
         let timeout = Duration::from_millis(call.timeout_ms);
@@ -209,6 +209,12 @@ impl StreamHost for WasmHost<'_> {
 
     fn resume(&mut self) -> Result<(), HostError> {
         host("resume_http_request", hostcalls::resume_http_request())
+    }
+
+    fn upstream_cluster(&mut self) -> Result<String, HostError> {
+        let name = host("get_property", hostcalls::get_property(vec!["xds", "cluster_name"]))?;
+        let name = name.filter(|name| !name.is_empty()).ok_or_else(|| HostError::new("xds.cluster_name", "envoy has no cluster for the stream"))?;
+        Ok(String::from_utf8_lossy(&name).into_owned())
     }
 
     fn response_body<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<R, HostError> {

@@ -122,7 +122,7 @@ impl Context for ConfigContext<'_> {
 
     fn send_call(&mut self, call: &CallRequest<'_>) -> Result<CallId, HostError> {
         let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(call.headers.len() + 4);
-        headers.extend([(&b":method"[..], &b"GET"[..]), (b":path", call.path.as_bytes()), (b"host", call.authority.as_bytes())]);
+        headers.extend([(&b":method"[..], call.method.as_bytes()), (b":path", call.path.as_bytes()), (b"host", call.authority.as_bytes())]);
         headers.extend(call.headers.iter().map(|(name, value)| (name.as_bytes(), value.as_bytes())));
         headers.push((b"user-agent", b"harbor-mirror"));
         let request = CalloutRequest { cluster: call.cluster, headers: &headers, body: b"", timeout: Duration::from_millis(call.timeout_ms) };
@@ -235,6 +235,11 @@ impl StreamHost for On<'_, HttpFilterHandle<'_>> {
         if let Some(scheduler) = self.shared.scheduler() {
             scheduler.commit(SEND_CALLS_EVENT);
         }
+    }
+
+    fn upstream_cluster(&mut self) -> Result<String, HostError> {
+        let name = self.context.upstream_cluster_name().ok_or_else(|| HostError::new("xds.cluster_name", "envoy has no cluster for the stream"))?;
+        Ok(String::from_utf8_lossy(name).into_owned())
     }
 
     fn response_body<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<R, HostError> {
