@@ -141,12 +141,13 @@ pub struct Released {
     pub waited_ms: u64,
 }
 
-/// The waiting list: the bursts in flight, by key. A few at a time (one per manifest or blob
-/// being fetched right now), so a list searched in order.
+/// The waiting list: the bursts in flight, by key, each known after its arrival by its
+/// leader's request id. A few at a time (one per manifest or blob being fetched right now), so a
+/// list searched in order.
 #[derive(Debug)]
 pub struct Bursts {
     max_wait_ms: u64,
-    open: Vec<(Box<str>, Burst)>,
+    open: Vec<(String, Burst)>,
 }
 
 impl Bursts {
@@ -166,28 +167,29 @@ impl Bursts {
     }
 
     fn get(&self, key: &str) -> Option<&Burst> {
-        self.open.iter().find(|(open, _)| **open == *key).map(|(_, burst)| burst)
+        self.open.iter().find(|(open, _)| open == key).map(|(_, burst)| burst)
     }
 
-    fn get_mut(&mut self, key: &str) -> Option<&mut Burst> {
-        self.open.iter_mut().find(|(open, _)| **open == *key).map(|(_, burst)| burst)
+    /// The burst `leader` leads.
+    fn led_by(&mut self, leader: RequestId) -> Option<&mut Burst> {
+        self.open.iter_mut().find(|(_, burst)| burst.leader == leader).map(|(_, burst)| burst)
     }
 
-    /// Whether requests wait for `leader`'s answer to `key`.
-    pub fn has_waiters(&self, leader: RequestId, key: &str) -> bool {
-        self.get(key).is_some_and(|burst| burst.leader == leader && !burst.waiters.is_empty())
+    /// Whether requests wait for `leader`'s answer.
+    pub fn has_waiters(&self, leader: RequestId) -> bool {
+        self.open.iter().any(|(_, burst)| burst.leader == leader && !burst.waiters.is_empty())
     }
 
-    /// Request `request` for `key` (of `kind`) arrived at `now_ms`.
-    pub fn arrive(&mut self, request: RequestId, key: &str, kind: Kind, now_ms: u64) -> Arrival {
-        match self.get_mut(key) {
-            Some(burst) => {
+    /// Request `request` for `key` (of `kind`) arrived at `now_ms`: its key is kept when it leads.
+    pub fn arrive(&mut self, request: RequestId, key: String, kind: Kind, now_ms: u64) -> Arrival {
+        match self.open.iter_mut().find(|(open, _)| *open == key) {
+            Some((_, burst)) => {
                 burst.waiters.push(Waiter { request, since_ms: now_ms });
                 Arrival::Wait
             }
             None => {
                 let stage = Stage::Leading { answered_ok: false };
-                self.open.push((key.into(), Burst { kind, leader: request, stage, waiters: Vec::new() }));
+                self.open.push((key, Burst { kind, leader: request, stage, waiters: Vec::new() }));
                 Arrival::Lead
             }
         }
@@ -196,8 +198,8 @@ impl Bursts {
     /// The leader of `key` got its answer headers with `status`. A manifest's 200 with requests
     /// waiting is captured; a blob's 200 streams on with the burst open; otherwise the burst is
     /// over, and whoever waited goes on its own.
-    pub fn answered(&mut self, leader: RequestId, key: &str, status: u32, now_ms: u64) -> Answered {
-        let Some(burst) = self.get_mut(key).filter(|burst| burst.leader == leader) else {
+    pub fn answered(&mut self, leader: RequestId, status: u32, now_ms: u64) -> Answered {
+        let Some(burst) = self.led_by(leader) else {
             return Answered::Closed(Vec::new());
         };
         match (burst.kind, status) {
@@ -206,16 +208,13 @@ impl Bursts {
                 burst.stage = Stage::Leading { answered_ok: true };
                 Answered::Streams
             }
-            _ => Answered::Closed(self.close(key, &Release::GoOn, now_ms)),
+            _ => Answered::Closed(self.close(leader, &Release::GoOn, now_ms)),
         }
     }
 
-    /// The leader of `key` has its whole manifest: every waiting request gets it.
-    pub fn captured(&mut self, leader: RequestId, key: &str, captured: Captured, now_ms: u64) -> Vec<Released> {
-        if !self.leads(leader, key) {
-            return Vec::new();
-        }
-        self.close(key, &Release::Serve(Arc::new(captured)), now_ms)
+    /// The leader has its whole manifest: every waiting request gets it.
+    pub fn captured(&mut self, leader: RequestId, captured: Captured, now_ms: u64) -> Vec<Released> {
+        self.close(leader, &Release::Serve(Arc::new(captured)), now_ms)
     }
 
     /// Request `request` of `key` ended (answered, reset, its client gone, or its worker's VM
@@ -223,37 +222,37 @@ impl Bursts {
     /// answer over releases its waiting requests to go on their own. A blob's leader whose 200
     /// was streamed to its end leaves the burst open for Harbor's store, if requests wait: they
     /// wait for `probe` to see it stored ([`Ended::Storing`]).
-    pub fn ended(&mut self, request: RequestId, key: &str, probe: Option<Probe>, now_ms: u64) -> Ended {
-        let Some(burst) = self.get_mut(key) else {
+    pub fn ended(&mut self, request: RequestId, probe: Option<Probe>, now_ms: u64) -> Ended {
+        let Some(burst) = self.led_by(request) else {
+            for (_, burst) in &mut self.open {
+                burst.waiters.retain(|waiter| waiter.request != request);
+            }
             return Ended::Released(Vec::new());
         };
-        if burst.leader != request {
-            burst.waiters.retain(|waiter| waiter.request != request);
-            return Ended::Released(Vec::new());
-        }
         match (burst.kind, &burst.stage, probe) {
             (Kind::Blob, Stage::Leading { answered_ok: true }, Some(probe)) if !burst.waiters.is_empty() => {
                 burst.stage = Stage::Storing { probe, call: None };
                 Ended::Storing
             }
-            _ => Ended::Released(self.close(key, &Release::GoOn, now_ms)),
+            _ => Ended::Released(self.close(request, &Release::GoOn, now_ms)),
         }
     }
 
     /// The storage checks to send now: one per burst whose blob is being stored and that has
-    /// none in flight. Say which call each became with [`Bursts::probing`].
-    pub fn due_probes(&self) -> Vec<(String, Probe)> {
-        let due = |(key, burst): &(Box<str>, Burst)| match &burst.stage {
-            Stage::Storing { probe, call: None } => Some((key.to_string(), probe.clone())),
+    /// none in flight, by the burst's leader. Say which call each became with
+    /// [`Bursts::probing`].
+    pub fn due_probes(&self) -> Vec<(RequestId, Probe)> {
+        let due = |(_, burst): &(String, Burst)| match &burst.stage {
+            Stage::Storing { probe, call: None } => Some((burst.leader, probe.clone())),
             _ => None,
         };
         self.open.iter().filter_map(due).collect()
     }
 
-    /// The storage check of `key` is call `call` (`None`: it could not be sent; it is tried
-    /// again at the next [`Bursts::due_probes`]).
-    pub fn probing(&mut self, key: &str, call: Option<CallId>) {
-        if let Some(Burst { stage: Stage::Storing { call: slot, .. }, .. }) = self.get_mut(key) {
+    /// The storage check of the burst `leader` led is call `call` (`None`: it could not be sent;
+    /// it is tried again at the next [`Bursts::due_probes`]).
+    pub fn probing(&mut self, leader: RequestId, call: Option<CallId>) {
+        if let Some(Burst { stage: Stage::Storing { call: slot, .. }, .. }) = self.led_by(leader) {
             *slot = call;
         }
     }
@@ -264,8 +263,8 @@ impl Bursts {
     pub fn probed(&mut self, call: CallId, status: Option<u32>, now_ms: u64) -> Option<Vec<Released>> {
         let at = self.open.iter().position(|(_, burst)| matches!(burst.stage, Stage::Storing { call: Some(sent), .. } if sent == call))?;
         if status == Some(200) {
-            let key = self.open[at].0.clone();
-            return Some(self.close(&key, &Release::Stored, now_ms));
+            let leader = self.open[at].1.leader;
+            return Some(self.close(leader, &Release::Stored, now_ms));
         }
         if let Stage::Storing { call, .. } = &mut self.open[at].1.stage {
             *call = None;
@@ -293,12 +292,9 @@ impl Bursts {
         released
     }
 
-    fn leads(&self, request: RequestId, key: &str) -> bool {
-        self.get(key).is_some_and(|burst| burst.leader == request)
-    }
-
-    fn close(&mut self, key: &str, release: &Release, now_ms: u64) -> Vec<Released> {
-        let Some(at) = self.open.iter().position(|(open, _)| **open == *key) else {
+    /// Ends the burst `leader` led, releasing its waiting requests with `release`.
+    fn close(&mut self, leader: RequestId, release: &Release, now_ms: u64) -> Vec<Released> {
+        let Some(at) = self.open.iter().position(|(_, burst)| burst.leader == leader) else {
             return Vec::new();
         };
         let (_, burst) = self.open.swap_remove(at);
@@ -324,8 +320,12 @@ pub fn key(method: &[u8], harbor_path: &str, accept: &[u8]) -> Option<(String, K
     if repository.is_empty() || reference.is_empty() {
         return None;
     }
-    match kind {
-        Kind::Manifest => Some((format!("{path}\n{}", std::str::from_utf8(accept).ok()?), kind)),
-        Kind::Blob => Some((path.to_owned(), kind)),
+    // Built by hand: this runs for every manifest GET, and `format!` costs more than the copy.
+    let mut key = String::with_capacity(path.len() + 1 + accept.len());
+    key.push_str(path);
+    if kind == Kind::Manifest {
+        key.push('\n');
+        key.push_str(std::str::from_utf8(accept).ok()?);
     }
+    Some((key, kind))
 }

@@ -17,7 +17,7 @@ const LAYER: &str = "/v2/hub/library/nginx/blobs/sha256:aa";
 
 /// A manifest request of NGINX ends; who is released.
 fn ended(bursts: &mut Bursts, request: u32, now_ms: u64) -> Vec<Released> {
-    match bursts.ended(request, NGINX, None, now_ms) {
+    match bursts.ended(request, None, now_ms) {
         Ended::Released(released) => released,
         Ended::Storing => panic!("a manifest's burst does not wait for a store"),
     }
@@ -39,33 +39,33 @@ fn released(list: &[Released]) -> Vec<(u32, &Release)> {
 #[test]
 fn the_first_request_leads_and_identical_ones_wait() {
     let mut bursts = Bursts::new(MAX_WAIT_MS);
-    assert_eq!(bursts.arrive(1, NGINX, MANIFEST, 0), Arrival::Lead);
-    assert_eq!(bursts.arrive(2, NGINX, MANIFEST, 5), Arrival::Wait);
-    assert_eq!(bursts.arrive(3, NGINX, MANIFEST, 9), Arrival::Wait);
-    assert_eq!(bursts.arrive(4, ALPINE, MANIFEST, 9), Arrival::Lead, "another key leads its own burst");
+    assert_eq!(bursts.arrive(1, NGINX.into(), MANIFEST, 0), Arrival::Lead);
+    assert_eq!(bursts.arrive(2, NGINX.into(), MANIFEST, 5), Arrival::Wait);
+    assert_eq!(bursts.arrive(3, NGINX.into(), MANIFEST, 9), Arrival::Wait);
+    assert_eq!(bursts.arrive(4, ALPINE.into(), MANIFEST, 9), Arrival::Lead, "another key leads its own burst");
     assert_eq!(bursts.waiting(), 2);
 }
 
 #[test]
 fn waiting_requests_get_the_leaders_manifest() {
     let mut bursts = Bursts::new(MAX_WAIT_MS);
-    bursts.arrive(1, NGINX, MANIFEST, 0);
-    bursts.arrive(2, NGINX, MANIFEST, 10);
-    bursts.arrive(3, NGINX, MANIFEST, 20);
-    assert_eq!(bursts.answered(1, NGINX, 200, 100), Answered::Capture);
-    let out = bursts.captured(1, NGINX, manifest(), 150);
+    bursts.arrive(1, NGINX.into(), MANIFEST, 0);
+    bursts.arrive(2, NGINX.into(), MANIFEST, 10);
+    bursts.arrive(3, NGINX.into(), MANIFEST, 20);
+    assert_eq!(bursts.answered(1, 200, 100), Answered::Capture);
+    let out = bursts.captured(1, manifest(), 150);
     let served = Release::Serve(Arc::new(manifest()));
     assert_eq!(released(&out), [(2, &served), (3, &served)]);
     assert_eq!(out.iter().map(|released| released.waited_ms).collect::<Vec<_>>(), [140, 130]);
-    assert_eq!(bursts.arrive(4, NGINX, MANIFEST, 200), Arrival::Lead, "the burst is over: the next request leads a new one");
+    assert_eq!(bursts.arrive(4, NGINX.into(), MANIFEST, 200), Arrival::Lead, "the burst is over: the next request leads a new one");
 }
 
 #[test]
 fn an_answer_nobody_waits_for_is_not_captured() {
     let mut bursts = Bursts::new(MAX_WAIT_MS);
-    bursts.arrive(1, NGINX, MANIFEST, 0);
-    assert_eq!(bursts.answered(1, NGINX, 200, 50), Answered::Closed(Vec::new()));
-    assert_eq!(bursts.arrive(2, NGINX, MANIFEST, 60), Arrival::Lead);
+    bursts.arrive(1, NGINX.into(), MANIFEST, 0);
+    assert_eq!(bursts.answered(1, 200, 50), Answered::Closed(Vec::new()));
+    assert_eq!(bursts.arrive(2, NGINX.into(), MANIFEST, 60), Arrival::Lead);
 }
 
 #[test]
@@ -73,80 +73,80 @@ fn what_releases_the_waiting_requests_to_go_on_their_own() {
     // (name, what happens to the leader) -> requests 2 and 3 go on their own.
     type Event = fn(&mut Bursts) -> Vec<Released>;
     let cases: [(&str, Event); 4] = [
-        ("the leader is answered 500", |bursts| match bursts.answered(1, NGINX, 500, 100) {
+        ("the leader is answered 500", |bursts| match bursts.answered(1, 500, 100) {
             Answered::Closed(out) => out,
             other => panic!("a 500 is not captured: {other:?}"),
         }),
-        ("the leader is answered 401", |bursts| match bursts.answered(1, NGINX, 401, 100) {
+        ("the leader is answered 401", |bursts| match bursts.answered(1, 401, 100) {
             Answered::Closed(out) => out,
             other => panic!("a 401 is not captured: {other:?}"),
         }),
         ("the leader's client disconnects before an answer", |bursts| ended(bursts, 1, 100)),
         ("the leader ends while its answer is captured (a reset, a lost VM)", |bursts| {
-            assert_eq!(bursts.answered(1, NGINX, 200, 90), Answered::Capture);
+            assert_eq!(bursts.answered(1, 200, 90), Answered::Capture);
             ended(bursts, 1, 100)
         }),
     ];
     for (name, event) in cases {
         let mut bursts = Bursts::new(MAX_WAIT_MS);
-        bursts.arrive(1, NGINX, MANIFEST, 0);
-        bursts.arrive(2, NGINX, MANIFEST, 10);
-        bursts.arrive(3, NGINX, MANIFEST, 20);
+        bursts.arrive(1, NGINX.into(), MANIFEST, 0);
+        bursts.arrive(2, NGINX.into(), MANIFEST, 10);
+        bursts.arrive(3, NGINX.into(), MANIFEST, 20);
         let out = event(&mut bursts);
         assert_eq!(released(&out), [(2, &Release::GoOn), (3, &Release::GoOn)], "{name}");
         assert_eq!(bursts.waiting(), 0, "{name}");
-        assert_eq!(bursts.arrive(4, NGINX, MANIFEST, 200), Arrival::Lead, "{name}: the next request leads");
+        assert_eq!(bursts.arrive(4, NGINX.into(), MANIFEST, 200), Arrival::Lead, "{name}: the next request leads");
     }
 }
 
 #[test]
 fn a_waiting_request_that_goes_away_costs_nothing() {
     let mut bursts = Bursts::new(MAX_WAIT_MS);
-    bursts.arrive(1, NGINX, MANIFEST, 0);
-    bursts.arrive(2, NGINX, MANIFEST, 10);
-    bursts.arrive(3, NGINX, MANIFEST, 20);
+    bursts.arrive(1, NGINX.into(), MANIFEST, 0);
+    bursts.arrive(2, NGINX.into(), MANIFEST, 10);
+    bursts.arrive(3, NGINX.into(), MANIFEST, 20);
     assert_eq!(ended(&mut bursts, 2, 30), Vec::new());
-    assert_eq!(bursts.answered(1, NGINX, 200, 40), Answered::Capture);
-    let out = bursts.captured(1, NGINX, manifest(), 50);
+    assert_eq!(bursts.answered(1, 200, 40), Answered::Capture);
+    let out = bursts.captured(1, manifest(), 50);
     assert_eq!(out.iter().map(|released| released.request).collect::<Vec<_>>(), [3]);
 }
 
 #[test]
 fn the_last_waiting_request_gone_before_the_answer_means_no_capture() {
     let mut bursts = Bursts::new(MAX_WAIT_MS);
-    bursts.arrive(1, NGINX, MANIFEST, 0);
-    bursts.arrive(2, NGINX, MANIFEST, 10);
+    bursts.arrive(1, NGINX.into(), MANIFEST, 0);
+    bursts.arrive(2, NGINX.into(), MANIFEST, 10);
     ended(&mut bursts, 2, 30);
-    assert_eq!(bursts.answered(1, NGINX, 200, 40), Answered::Closed(Vec::new()));
+    assert_eq!(bursts.answered(1, 200, 40), Answered::Closed(Vec::new()));
 }
 
 #[test]
 fn requests_wait_at_most_max_wait() {
     let mut bursts = Bursts::new(1_000);
-    bursts.arrive(1, NGINX, MANIFEST, 0);
-    bursts.arrive(2, NGINX, MANIFEST, 100);
-    bursts.arrive(3, NGINX, MANIFEST, 600);
+    bursts.arrive(1, NGINX.into(), MANIFEST, 0);
+    bursts.arrive(2, NGINX.into(), MANIFEST, 100);
+    bursts.arrive(3, NGINX.into(), MANIFEST, 600);
     assert_eq!(bursts.expire(1_099), Vec::new(), "nobody has waited a second yet");
     let out = bursts.expire(1_100);
     assert_eq!(released(&out), [(2, &Release::GoOn)]);
     assert_eq!(out[0].waited_ms, 1_000);
-    assert_eq!(bursts.arrive(4, NGINX, MANIFEST, 1_200), Arrival::Wait, "a slow leader still leads its burst");
+    assert_eq!(bursts.arrive(4, NGINX.into(), MANIFEST, 1_200), Arrival::Wait, "a slow leader still leads its burst");
     assert_eq!(released(&bursts.expire(1_600)), [(3, &Release::GoOn)]);
-    assert_eq!(bursts.answered(1, NGINX, 200, 1_700), Answered::Capture, "request 4 still waits");
-    assert_eq!(released(&bursts.captured(1, NGINX, manifest(), 1_700)), [(4, &Release::Serve(Arc::new(manifest())))]);
+    assert_eq!(bursts.answered(1, 200, 1_700), Answered::Capture, "request 4 still waits");
+    assert_eq!(released(&bursts.captured(1, manifest(), 1_700)), [(4, &Release::Serve(Arc::new(manifest())))]);
 }
 
 #[test]
 fn events_for_a_request_that_no_longer_leads_change_nothing() {
     let mut bursts = Bursts::new(MAX_WAIT_MS);
-    bursts.arrive(1, NGINX, MANIFEST, 0);
-    bursts.arrive(2, NGINX, MANIFEST, 10);
+    bursts.arrive(1, NGINX.into(), MANIFEST, 0);
+    bursts.arrive(2, NGINX.into(), MANIFEST, 10);
     assert_eq!(released(&ended(&mut bursts, 1, 20)), [(2, &Release::GoOn)]);
-    assert_eq!(bursts.arrive(3, NGINX, MANIFEST, 30), Arrival::Lead);
+    assert_eq!(bursts.arrive(3, NGINX.into(), MANIFEST, 30), Arrival::Lead);
     // The first leader's late events are not request 3's.
-    assert_eq!(bursts.answered(1, NGINX, 200, 40), Answered::Closed(Vec::new()));
-    assert_eq!(bursts.captured(1, NGINX, manifest(), 40), Vec::new());
-    assert_eq!(bursts.arrive(4, NGINX, MANIFEST, 50), Arrival::Wait, "request 3 still leads");
+    assert_eq!(bursts.answered(1, 200, 40), Answered::Closed(Vec::new()));
+    assert_eq!(bursts.captured(1, manifest(), 40), Vec::new());
+    assert_eq!(bursts.arrive(4, NGINX.into(), MANIFEST, 50), Arrival::Wait, "request 3 still leads");
 }
 
 #[test]
@@ -174,68 +174,68 @@ fn only_manifest_gets_have_a_key() {
 #[test]
 fn waiting_blob_requests_are_released_once_harbor_has_stored_the_blob() {
     let mut bursts = Bursts::new(MAX_WAIT_MS);
-    assert_eq!(bursts.arrive(1, LAYER, Kind::Blob, 0), Arrival::Lead);
-    assert_eq!(bursts.answered(1, LAYER, 200, 10), Answered::Streams, "nobody waits yet: the burst stays open while it streams");
-    assert_eq!(bursts.arrive(2, LAYER, Kind::Blob, 20), Arrival::Wait);
-    assert_eq!(bursts.arrive(3, LAYER, Kind::Blob, 30), Arrival::Wait);
+    assert_eq!(bursts.arrive(1, LAYER.into(), Kind::Blob, 0), Arrival::Lead);
+    assert_eq!(bursts.answered(1, 200, 10), Answered::Streams, "nobody waits yet: the burst stays open while it streams");
+    assert_eq!(bursts.arrive(2, LAYER.into(), Kind::Blob, 20), Arrival::Wait);
+    assert_eq!(bursts.arrive(3, LAYER.into(), Kind::Blob, 30), Arrival::Wait);
     assert_eq!(bursts.due_probes(), Vec::new(), "no check while the leader streams");
-    assert_eq!(bursts.ended(1, LAYER, Some(probe()), 900), Ended::Storing);
-    assert_eq!(bursts.arrive(4, LAYER, Kind::Blob, 950), Arrival::Wait, "a request arriving while harbor stores waits too");
-    assert_eq!(bursts.due_probes(), [(LAYER.to_owned(), probe())]);
-    bursts.probing(LAYER, Some(7));
+    assert_eq!(bursts.ended(1, Some(probe()), 900), Ended::Storing);
+    assert_eq!(bursts.arrive(4, LAYER.into(), Kind::Blob, 950), Arrival::Wait, "a request arriving while harbor stores waits too");
+    assert_eq!(bursts.due_probes(), [(1, probe())], "by the burst's leader");
+    bursts.probing(1, Some(7));
     assert_eq!(bursts.due_probes(), Vec::new(), "one check in flight at a time");
     assert_eq!(bursts.probed(7, Some(404), 1_000), Some(Vec::new()), "not stored yet");
     assert_eq!(bursts.due_probes().len(), 1, "asked again at the next tick");
-    bursts.probing(LAYER, Some(8));
+    bursts.probing(1, Some(8));
     assert_eq!(bursts.probed(99, Some(200), 1_100), None, "another call is none of the list's");
     let out = bursts.probed(8, Some(200), 1_500).unwrap_or_default();
     assert_eq!(released(&out), [(2, &Release::Stored), (3, &Release::Stored), (4, &Release::Stored)]);
-    assert_eq!(bursts.arrive(5, LAYER, Kind::Blob, 1_600), Arrival::Lead, "the burst is over");
+    assert_eq!(bursts.arrive(5, LAYER.into(), Kind::Blob, 1_600), Arrival::Lead, "the burst is over");
 }
 
 #[test]
 fn waiting_blob_requests_go_on_their_own_when_the_leader_fails_or_harbor_takes_too_long() {
     type Event = fn(&mut Bursts) -> Vec<Released>;
     let cases: [(&str, Event); 4] = [
-        ("the leader is answered 404", |bursts| match bursts.answered(1, LAYER, 404, 100) {
+        ("the leader is answered 404", |bursts| match bursts.answered(1, 404, 100) {
             Answered::Closed(out) => out,
             other => panic!("{other:?}"),
         }),
-        ("the leader ends before its answer", |bursts| match bursts.ended(1, LAYER, Some(probe()), 100) {
+        ("the leader ends before its answer", |bursts| match bursts.ended(1, Some(probe()), 100) {
             Ended::Released(out) => out,
             Ended::Storing => panic!("nothing was streamed"),
         }),
         ("the leader's cluster could not be read", |bursts| {
-            bursts.answered(1, LAYER, 200, 50);
-            match bursts.ended(1, LAYER, None, 100) {
+            bursts.answered(1, 200, 50);
+            match bursts.ended(1, None, 100) {
                 Ended::Released(out) => out,
                 Ended::Storing => panic!("no probe"),
             }
         }),
         ("harbor has not stored it within max_wait_ms", |bursts| {
-            bursts.answered(1, LAYER, 200, 50);
-            assert_eq!(bursts.ended(1, LAYER, Some(probe()), 100), Ended::Storing);
+            bursts.answered(1, 200, 50);
+            assert_eq!(bursts.ended(1, Some(probe()), 100), Ended::Storing);
             bursts.expire(30_030)
         }),
     ];
     for (name, event) in cases {
         let mut bursts = Bursts::new(MAX_WAIT_MS);
-        bursts.arrive(1, LAYER, Kind::Blob, 0);
-        bursts.arrive(2, LAYER, Kind::Blob, 10);
-        bursts.arrive(3, LAYER, Kind::Blob, 30);
+        bursts.arrive(1, LAYER.into(), Kind::Blob, 0);
+        bursts.arrive(2, LAYER.into(), Kind::Blob, 10);
+        bursts.arrive(3, LAYER.into(), Kind::Blob, 30);
         let out = event(&mut bursts);
         assert_eq!(released(&out), [(2, &Release::GoOn), (3, &Release::GoOn)], "{name}");
         assert_eq!(bursts.due_probes(), Vec::new(), "{name}: nothing left to check");
-        assert_eq!(bursts.arrive(4, LAYER, Kind::Blob, 40_000), Arrival::Lead, "{name}: the next request leads");
+        assert_eq!(bursts.arrive(4, LAYER.into(), Kind::Blob, 40_000), Arrival::Lead, "{name}: the next request leads");
     }
 }
 
 #[test]
 fn a_blob_nobody_waited_for_closes_its_burst_at_its_end() {
     let mut bursts = Bursts::new(MAX_WAIT_MS);
-    bursts.arrive(1, LAYER, Kind::Blob, 0);
-    bursts.answered(1, LAYER, 200, 10);
-    assert_eq!(bursts.ended(1, LAYER, Some(probe()), 900), Ended::Released(Vec::new()));
+    bursts.arrive(1, LAYER.into(), Kind::Blob, 0);
+    bursts.answered(1, 200, 10);
+    assert_eq!(bursts.ended(1, Some(probe()), 900), Ended::Released(Vec::new()));
     assert_eq!(bursts.due_probes(), Vec::new());
-    assert_eq!(bursts.arrive(2, LAYER, Kind::Blob, 1_000), Arrival::Lead);
+    assert_eq!(bursts.arrive(2, LAYER.into(), Kind::Blob, 1_000), Arrival::Lead);
 }

@@ -60,7 +60,7 @@ impl Exchange {
     /// Whether it paused for its project's token or for an identical request (a host that
     /// keeps a way to wake it can let go of it when the request ends).
     pub fn waited(&self) -> bool {
-        self.waited || matches!(self.part, Some(Part::Waits { .. }))
+        self.waited || matches!(self.part, Some(Part::Waits))
     }
 
     /// The waiting list of its configuration, if it coalesces.
@@ -166,29 +166,31 @@ impl Plugin {
         let Some(waiting) = exchange.waiting(self) else {
             return Flow::Continue;
         };
-        match waiting.arrive(host, exchange.id, &key, kind) {
+        // A blob's key is its Harbor path: its storage check's.
+        let blob_path = (kind == Kind::Blob).then(|| key.clone());
+        match waiting.arrive(host, exchange.id, key, kind) {
             Arrival::Lead => {
-                let probe = match (kind, &exchange.forwarded) {
-                    (Kind::Blob, Some(forwarded)) => Some(Probe {
+                let probe = match (blob_path, &exchange.forwarded) {
+                    (Some(path), Some(forwarded)) => Some(Probe {
                         cluster: String::new(),
-                        path: key.clone(),
+                        path,
                         authority: forwarded.authority.clone(),
                         authorization: forwarded.robot_token.as_deref().map(bearer).or(authorization),
                     }),
                     _ => None,
                 };
-                exchange.part = Some(Part::Leads { key, kind, capture: None, probe });
+                exchange.part = Some(Part::Leads { kind, capture: None, probe });
                 Flow::Continue
             }
             Arrival::Wait => {
                 if let Err(e) = host.prepare_to_wait(exchange.id) {
                     host.log(Level::Warn, format_args!("cannot pause a request for the identical one in flight, it goes on: {e}"));
-                    waiting.ended(host, exchange.id, &key, None);
+                    waiting.ended(host, exchange.id, None);
                     return Flow::Continue;
                 }
                 self.count(host, Metric::CoalesceWaited);
                 host.log(Level::Debug, format_args!("request {} waits for the identical request in flight", exchange.id));
-                exchange.part = Some(Part::Waits { key });
+                exchange.part = Some(Part::Waits);
                 Flow::Pause
             }
         }
@@ -316,7 +318,7 @@ impl Plugin {
         let Some((index, active)) = &exchange.active else {
             return Flow::Continue;
         };
-        if matches!(exchange.part, Some(Part::Waits { .. })) {
+        if matches!(exchange.part, Some(Part::Waits)) {
             match self.serve_waiting(host, exchange.id, active, &forwarded) {
                 Ok(Some(flow)) => return flow,
                 Ok(None) => {}
@@ -342,13 +344,12 @@ impl Plugin {
     /// The leader's answer headers: kept for the requests waiting for it if it is a 200, else
     /// they go on their own. Nobody waiting, nothing is read.
     fn leader_answered(&self, host: &mut impl StreamHost, exchange: &mut Exchange) {
-        let (Some(waiting), Some(Part::Leads { key, kind, capture, probe })) = (exchange.waiting(self), &mut exchange.part) else {
+        let (Some(waiting), Some(Part::Leads { kind, capture, probe })) = (exchange.waiting(self), &mut exchange.part) else {
             return;
         };
         // A blob's burst stays open while it streams, waited for or not: its status is read.
-        let read_status = *kind == Kind::Blob || waiting.has_waiters(exchange.id, key);
-        let status = if read_status { host.response_header(":status", status_of).unwrap_or(0) } else { 0 };
-        match waiting.answered(host, exchange.id, key, status) {
+        let status = |host: &mut _| StreamHost::response_header(host, ":status", status_of).unwrap_or(0);
+        match waiting.answered(host, exchange.id, *kind, status) {
             Answered::Streams => match host.upstream_cluster() {
                 Ok(cluster) => {
                     if let Some(probe) = probe {
@@ -381,7 +382,7 @@ impl Plugin {
     /// A chunk of the answer's body arrived: a leader whose answer requests wait for keeps it,
     /// and at its end hands it to them. The chunk passes on either way.
     pub fn on_response_body(&self, host: &mut impl StreamHost, exchange: &mut Exchange, end_of_stream: bool) {
-        let (Some(waiting), Some(Part::Leads { key, capture: Some(capture), .. })) = (exchange.waiting(self), &mut exchange.part) else {
+        let (Some(waiting), Some(Part::Leads { capture: Some(capture), .. })) = (exchange.waiting(self), &mut exchange.part) else {
             return;
         };
         let read = host.response_body(|chunk| {
@@ -395,12 +396,12 @@ impl Plugin {
             Ok(true) if !end_of_stream => return,
             Ok(true) => {
                 let captured = std::mem::take(capture);
-                (waiting.captured(host, exchange.id, key, captured), "served the manifest of the identical request")
+                (waiting.captured(host, exchange.id, captured), "served the manifest of the identical request")
             }
-            Ok(false) => (waiting.ended(host, exchange.id, key, None), "the identical request's manifest is too long to keep"),
+            Ok(false) => (waiting.ended(host, exchange.id, None), "the identical request's manifest is too long to keep"),
             Err(e) => {
                 host.log(Level::Warn, format_args!("reading the answer the identical requests wait for: {e}"));
-                (waiting.ended(host, exchange.id, key, None), "the identical request's answer could not be read")
+                (waiting.ended(host, exchange.id, None), "the identical request's answer could not be read")
             }
         };
         exchange.part = None;
@@ -472,8 +473,8 @@ impl Plugin {
     pub fn on_stream_end(&self, host: &mut impl Host, exchange: &Exchange) {
         if let Some(waiting) = exchange.waiting(self) {
             let released = match &exchange.part {
-                Some(Part::Leads { key, probe, .. }) => waiting.ended(host, exchange.id, key, probe.clone()),
-                Some(Part::Waits { key }) => waiting.ended(host, exchange.id, key, None),
+                Some(Part::Leads { probe, .. }) => waiting.ended(host, exchange.id, probe.clone()),
+                Some(Part::Waits) => waiting.ended(host, exchange.id, None),
                 None => Vec::new(),
             };
             wake_released(&self.metrics, &self.woken, host, released, "the identical request in flight ended without handing its answer over");

@@ -17,10 +17,8 @@ const PROBE_TIMEOUT_MS: u64 = 5000;
 /// A request's part in a burst of identical GETs.
 #[derive(Debug)]
 pub(super) enum Part {
-    /// It went to Harbor for the burst.
+    /// It went to Harbor for the burst (the list knows its burst by its request id).
     Leads {
-        /// The burst's key.
-        key: String,
         /// Manifest or blob.
         kind: Kind,
         /// A manifest: the answer so far, while requests wait for it.
@@ -29,10 +27,7 @@ pub(super) enum Part {
         probe: Option<Probe>,
     },
     /// It waits for the leader.
-    Waits {
-        /// The burst's key.
-        key: String,
-    },
+    Waits,
 }
 
 /// One configuration's waiting list.
@@ -59,35 +54,33 @@ impl Waiting {
     }
 
     /// Request `request` for `key` arrived; a leader costs no clock read.
-    pub(super) fn arrive(&self, host: &impl Host, request: RequestId, key: &str, kind: Kind) -> Arrival {
+    pub(super) fn arrive(&self, host: &impl Host, request: RequestId, key: String, kind: Kind) -> Arrival {
         let mut list = self.list();
-        let now = if list.is_open(key) { now_ms(host) } else { 0 };
+        let now = if list.is_open(&key) { now_ms(host) } else { 0 };
         list.arrive(request, key, kind, now)
     }
 
-    /// Whether requests wait for `leader` (its answer's status is worth reading).
-    pub(super) fn has_waiters(&self, leader: RequestId, key: &str) -> bool {
-        self.list().has_waiters(leader, key)
-    }
-
-    /// The leader's answer headers arrived with `status` (any, for a manifest nobody waits for).
-    pub(super) fn answered(&self, host: &impl Host, leader: RequestId, key: &str, status: u32) -> Answered {
+    /// The leader's answer headers arrived: `status` reads their status, only for a blob or when
+    /// requests wait (a manifest nobody waits for closes its burst unread).
+    pub(super) fn answered<H: Host>(&self, host: &mut H, leader: RequestId, kind: Kind, status: impl FnOnce(&mut H) -> u32) -> Answered {
         let mut list = self.list();
-        let now = if list.has_waiters(leader, key) { now_ms(host) } else { 0 };
-        list.answered(leader, key, status, now)
+        let waits = list.has_waiters(leader);
+        let status = if waits || kind == Kind::Blob { status(host) } else { 0 };
+        let now = if waits { now_ms(host) } else { 0 };
+        list.answered(leader, status, now)
     }
 
     /// The leader has its whole manifest.
-    pub(super) fn captured(&self, host: &impl Host, leader: RequestId, key: &str, captured: Captured) -> Vec<Released> {
+    pub(super) fn captured(&self, host: &impl Host, leader: RequestId, captured: Captured) -> Vec<Released> {
         let now = now_ms(host);
-        self.list().captured(leader, key, captured, now)
+        self.list().captured(leader, captured, now)
     }
 
-    /// Request `request` of `key` ended; a blob's leader hands over how to check Harbor's store.
-    pub(super) fn ended(&self, host: &impl Host, request: RequestId, key: &str, probe: Option<Probe>) -> Vec<Released> {
+    /// Request `request` ended; a blob's leader hands over how to check Harbor's store.
+    pub(super) fn ended(&self, host: &impl Host, request: RequestId, probe: Option<Probe>) -> Vec<Released> {
         let mut list = self.list();
-        let now = if list.has_waiters(request, key) { now_ms(host) } else { 0 };
-        match list.ended(request, key, probe, now) {
+        let now = if list.has_waiters(request) { now_ms(host) } else { 0 };
+        match list.ended(request, probe, now) {
             Ended::Released(released) => released,
             Ended::Storing => Vec::new(),
         }
@@ -105,7 +98,7 @@ impl Waiting {
     /// Sends the storage checks due, from the plugin's context.
     pub(super) fn send_probes(&self, host: &mut impl Host) {
         let due = self.list().due_probes();
-        for (key, probe) in due {
+        for (burst, probe) in due {
             let mut headers = Vec::with_capacity(1);
             if let Some(authorization) = &probe.authorization {
                 headers.push(("authorization", authorization.as_str()));
@@ -125,7 +118,7 @@ impl Waiting {
                     None
                 }
             };
-            self.list().probing(&key, sent);
+            self.list().probing(burst, sent);
         }
     }
 
