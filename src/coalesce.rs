@@ -304,16 +304,16 @@ impl Bursts {
 }
 
 /// The key and kind of a request that may be coalesced: a GET of a manifest (by the Harbor path
-/// it goes to, without query, and the media types it accepts) or of a blob (by its path); `None`
-/// for any other request.
-pub fn key(method: &[u8], harbor_path: &str, accept: &[u8]) -> Option<(String, Kind)> {
+/// it goes to, without query, and the media types it accepts; only with `manifests`) or of a
+/// blob (by its path); `None` for any other request.
+pub fn key(method: &[u8], harbor_path: &str, accept: &[u8], manifests: bool) -> Option<(String, Kind)> {
     if method != b"GET" {
         return None;
     }
     let path = harbor_path.split_once('?').map_or(harbor_path, |(path, _)| path);
     let (repository_and_kind, reference) = path.strip_prefix("/v2/")?.rsplit_once('/')?;
     let (repository, kind) = match repository_and_kind.rsplit_once('/')? {
-        (repository, "manifests") => (repository, Kind::Manifest),
+        (repository, "manifests") if manifests => (repository, Kind::Manifest),
         (repository, "blobs") if reference.contains(':') => (repository, Kind::Blob),
         _ => return None,
     };

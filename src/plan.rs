@@ -6,7 +6,6 @@
 //! ([`crate::managed::fetch`]).
 
 use crate::challenge;
-use crate::coalesce;
 use crate::config::Config;
 use crate::decide::{decide, Decision, Request, Route};
 use crate::host::RequestHeaders;
@@ -80,9 +79,6 @@ pub struct Forwarding {
     pub needs_token: Option<String>,
     /// What the answer is judged by; the driver sets its `robot_token` when it has one.
     pub forwarded: Forwarded,
-    /// With `coalesce` on, a manifest or blob GET of a mapped registry: the key identical
-    /// requests share, and what they are of ([`coalesce::key`]).
-    pub coalesce_key: Option<(String, coalesce::Kind)>,
 }
 
 impl Forwarding {
@@ -133,12 +129,8 @@ pub fn plan(config: &Config, headers: &RequestHeaders<'_>, debug: bool) -> Plan 
         Route::Mapped { .. } | Route::Prefixed if managed => oci::repository_in(&forwarded_path).map(str::to_owned),
         _ => None,
     };
-    let coalesce_key = match route {
-        Route::Mapped { .. } if config.coalesce.enabled => coalesce::key(headers.method, &forwarded_path, headers.accept),
-        _ => None,
-    };
     let scheme = challenge::client_scheme(headers.scheme, headers.forwarded_proto);
     let forwarded = Forwarded::new(&request, &route, forwarded_path, scheme, None);
-    let forwarding = Forwarding { rewritten, original_path, strip_credentials: managed, needs_token, forwarded, coalesce_key };
+    let forwarding = Forwarding { rewritten, original_path, strip_credentials: managed, needs_token, forwarded };
     Plan { count, debug_line, debug_header, then: Then::Forward(forwarding) }
 }

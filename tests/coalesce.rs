@@ -166,9 +166,11 @@ fn only_manifest_gets_have_a_key() {
         ("the version check", b"GET", "/v2/", None),
     ];
     for (name, method, path, want) in cases {
-        assert_eq!(key(method, path, accept), want, "{name}");
+        assert_eq!(key(method, path, accept, true), want, "{name}");
     }
-    assert_ne!(key(b"GET", "/v2/a/manifests/1", b"x"), key(b"GET", "/v2/a/manifests/1", b"y"), "what a client accepts is part of the key");
+    assert_ne!(key(b"GET", "/v2/a/manifests/1", b"x", true), key(b"GET", "/v2/a/manifests/1", b"y", true), "what a client accepts is part of the key");
+    assert_eq!(key(b"GET", "/v2/a/manifests/1", b"x", false), None, "a host that reads no bodies coalesces no manifests");
+    assert!(key(b"GET", "/v2/a/blobs/sha256:aa", b"x", false).is_some(), "but layers");
 }
 
 #[test]

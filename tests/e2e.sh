@@ -364,6 +364,9 @@ run_case() {
   if [ -n "${WASM_ONLY:-}" ] && [ "$ADAPTER" != wasm ]; then
     SKIPPED=$((SKIPPED + 1)); echo "--- $name"; echo "SKIP $name ($ADAPTER adapter): $WASM_ONLY"; return 0
   fi
+  if [ -n "${MODULE_ONLY:-}" ] && [ "$ADAPTER" != module ]; then
+    SKIPPED=$((SKIPPED + 1)); echo "--- $name"; echo "SKIP $name ($ADAPTER adapter): $MODULE_ONLY"; return 0
+  fi
   CASE_MARK=$(wc -l <"$REGISTRY_LOG")
   AUTH_MARK=$(wc -l <"${AUTH_LOG:-/dev/null}")
   local envoy_mark; envoy_mark=$(wc -l <"$envoy_log")

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::coalesce::{Answered, Arrival, Captured, Kind, Probe, Release, CAPTURED_HEADERS, MAX_CAPTURED_BYTES};
+use crate::coalesce::{self, Answered, Arrival, Captured, Kind, Probe, Release, CAPTURED_HEADERS, MAX_CAPTURED_BYTES};
 use crate::host::{CallSender, Flow, Host, HostError, Level, RequestId, StreamHost};
 use crate::managed::cache::CacheEntry;
 use crate::managed::fetch::Lookup;
@@ -97,20 +97,25 @@ impl Plugin {
 
     fn request_headers(&self, host: &mut impl StreamHost, exchange: &mut Exchange) -> Result<Flow, HostError> {
         let debug = host.log_enabled(Level::Debug);
+        let manifests = host.reads_response_bodies();
         let planned = host.request_headers(|headers| {
             let index = self.selector.select(std::str::from_utf8(headers.authority).unwrap_or(""))?;
             let active = self.domains.get(index)?.current.get();
             let plan = plan(&active.config, headers, debug);
-            // A blob's storage checks carry the client's credentials, where the plan keeps them.
-            let blob_authorization = match &plan.then {
-                Then::Forward(Forwarding { coalesce_key: Some((_, Kind::Blob)), strip_credentials: false, .. }) if !headers.authorization.is_empty() => {
-                    Some(String::from_utf8_lossy(headers.authorization).into_owned())
+            let coalesce = match &plan.then {
+                Then::Forward(Forwarding { forwarded, strip_credentials, .. }) if forwarded.mapped && active.config.coalesce.enabled => {
+                    coalesce::key(headers.method, &forwarded.path, headers.accept, manifests).map(|(key, kind)| {
+                        // A blob's storage checks carry the client's credentials, where the plan
+                        // keeps them.
+                        let keeps = kind == Kind::Blob && !strip_credentials && !headers.authorization.is_empty();
+                        (key, kind, keeps.then(|| String::from_utf8_lossy(headers.authorization).into_owned()))
+                    })
                 }
                 _ => None,
             };
-            Some((index, active, plan, blob_authorization))
+            Some((index, active, plan, coalesce))
         })?;
-        let Some((index, active, plan, blob_authorization)) = planned else {
+        let Some((index, active, plan, coalesce)) = planned else {
             host.log(Level::Debug, "no _rules_ domain matches the request's host, and there is no global configuration: passed untouched");
             return Ok(Flow::Continue);
         };
@@ -129,7 +134,7 @@ impl Plugin {
         if let Some(path) = forwarding.new_path() {
             host.set_request_header(":path", path.as_bytes())?;
         }
-        let Forwarding { original_path, strip_credentials, needs_token, mut forwarded, coalesce_key, .. } = forwarding;
+        let Forwarding { original_path, strip_credentials, needs_token, mut forwarded, .. } = forwarding;
         if let Some(original) = &original_path
             && let Err(e) = host.set_filter_state(ORIGINAL_PATH_KEY, original.as_bytes())
         {
@@ -155,8 +160,8 @@ impl Plugin {
         };
         exchange.forwarded = Some(forwarded);
         exchange.debug_header = plan.debug_header;
-        match coalesce_key {
-            Some((key, kind)) if flow == Flow::Continue => Ok(self.join_burst(host, exchange, key, kind, blob_authorization)),
+        match coalesce {
+            Some((key, kind, authorization)) if flow == Flow::Continue => Ok(self.join_burst(host, exchange, key, kind, authorization)),
             _ => Ok(flow),
         }
     }

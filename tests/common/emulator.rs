@@ -594,6 +594,10 @@ impl StreamHost for Ctx<'_, '_> {
         self.world.plugin_wakes += 1;
     }
 
+    fn reads_response_bodies(&self) -> bool {
+        self.world.kind == Kind::Module
+    }
+
     fn upstream_cluster(&mut self) -> Result<String, HostError> {
         self.world.record("get xds.cluster_name".to_owned())?;
         Ok("harbor".to_owned())

@@ -25,19 +25,12 @@ thread_local! {
 pub struct WasmHost<'p> {
     plugin: Option<&'p Plugin>,
     current: u32,
-    /// In a response-body event: the size of the chunk it is about.
-    body_size: usize,
 }
 
 impl<'p> WasmHost<'p> {
     /// The host in context `current`; `plugin` is `None` only before it is configured.
     pub fn new(plugin: Option<&'p Plugin>, current: u32) -> Self {
-        WasmHost { plugin, current, body_size: 0 }
-    }
-
-    /// The host in request `current`'s response-body event, about a chunk of `body_size` bytes.
-    pub fn in_response_body(plugin: &'p Plugin, current: u32, body_size: usize) -> Self {
-        WasmHost { plugin: Some(plugin), current, body_size }
+        WasmHost { plugin, current }
     }
 
     /// The plugin configuration Envoy holds for this VM.
@@ -217,9 +210,13 @@ impl StreamHost for WasmHost<'_> {
         Ok(String::from_utf8_lossy(&name).into_owned())
     }
 
-    fn response_body<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<R, HostError> {
-        let chunk = host("get_buffer", hostcalls::get_buffer(BufferType::HttpResponseBody, 0, self.body_size))?.unwrap_or_default();
-        Ok(read(&chunk))
+    fn reads_response_bodies(&self) -> bool {
+        // Not exported (envoy-exports.txt): every chunk of every answer would enter the VM.
+        false
+    }
+
+    fn response_body<R>(&mut self, _read: impl FnOnce(&[u8]) -> R) -> Result<R, HostError> {
+        Err(HostError::new("response_body", "the proxy-wasm filter does not read answers' bodies"))
     }
 
     fn response_header<R>(&mut self, name: &'static str, read: impl FnOnce(&[u8]) -> R) -> Result<R, HostError> {

@@ -124,13 +124,6 @@ impl HttpContext for Request {
         };
         action(plugin.on_response_headers(&mut WasmHost::new(Some(plugin), self.exchange.id()), &mut self.exchange))
     }
-
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if let Some(plugin) = &self.plugin {
-            plugin.on_response_body(&mut WasmHost::in_response_body(plugin, self.exchange.id(), body_size), &mut self.exchange, end_of_stream);
-        }
-        Action::Continue
-    }
 }
 
 fn action(flow: Flow) -> Action {
