@@ -12,7 +12,7 @@
 //! | a request's headers arrive | [`Plugin::on_request_headers`] | the request's |
 //! | a paused request is woken | [`Plugin::on_woken`] | the request's |
 //! | the answer's headers arrive | [`Plugin::on_response_headers`] | the request's |
-//! | a chunk of the answer's body arrives | [`Plugin::on_response_body`] | the request's |
+//! | a chunk of the answer's body arrives (a host that reads bodies) | [`Plugin::on_response_body`] | the request's |
 //! | the request ends | [`Plugin::on_stream_end`] | the request's |
 //! | the timer ticks | [`Plugin::on_tick`] | the plugin's |
 //! | a call is answered | [`Plugin::on_call_answer`] | the context that sent it |
