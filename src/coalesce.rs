@@ -77,6 +77,9 @@ pub enum Release {
     Serve(Arc<Captured>),
     /// Harbor has stored the blob: the request goes to Harbor, which serves it from storage.
     Stored,
+    /// The first request was refused for its own credentials (401, 403): this one goes to
+    /// Harbor in its place and leads the burst, whose other requests keep waiting.
+    Lead,
     /// Nothing: it goes to Harbor on its own, as it came (the leader failed or went away, or
     /// the wait was too long).
     GoOn,
@@ -175,6 +178,11 @@ impl Bursts {
         self.open.iter_mut().find(|(_, burst)| burst.leader == leader).map(|(_, burst)| burst)
     }
 
+    /// Whether `request` leads a burst (one that waited may have been handed it).
+    pub fn leads(&self, request: RequestId) -> bool {
+        self.open.iter().any(|(_, burst)| burst.leader == request)
+    }
+
     /// Whether requests wait for `leader`'s answer.
     pub fn has_waiters(&self, leader: RequestId) -> bool {
         self.open.iter().any(|(_, burst)| burst.leader == leader && !burst.waiters.is_empty())
@@ -195,8 +203,9 @@ impl Bursts {
         }
     }
 
-    /// The leader of `key` got its answer headers with `status`. A manifest's 200 with requests
-    /// waiting is captured; a blob's 200 streams on with the burst open; otherwise the burst is
+    /// The leader got its answer headers with `status`. A manifest's 200 with requests waiting is
+    /// captured, and its 401 or 403 (its own credentials refused) hands the burst to the request
+    /// that waited longest; a blob's 200 streams on with the burst open; otherwise the burst is
     /// over, and whoever waited goes on its own.
     pub fn answered(&mut self, leader: RequestId, status: u32, now_ms: u64) -> Answered {
         let Some(burst) = self.led_by(leader) else {
@@ -204,6 +213,12 @@ impl Bursts {
         };
         match (burst.kind, status) {
             (Kind::Manifest, 200) if !burst.waiters.is_empty() => Answered::Capture,
+            (Kind::Manifest, 401 | 403) if !burst.waiters.is_empty() => {
+                let next = burst.waiters.remove(0);
+                burst.leader = next.request;
+                let waited_ms = now_ms.saturating_sub(next.since_ms);
+                Answered::Closed(vec![Released { request: next.request, release: Release::Lead, waited_ms }])
+            }
             (Kind::Blob, 200) => {
                 burst.stage = Stage::Leading { answered_ok: true };
                 Answered::Streams

@@ -77,9 +77,9 @@ fn what_releases_the_waiting_requests_to_go_on_their_own() {
             Answered::Closed(out) => out,
             other => panic!("a 500 is not captured: {other:?}"),
         }),
-        ("the leader is answered 401", |bursts| match bursts.answered(1, 401, 100) {
+        ("the leader is answered 404", |bursts| match bursts.answered(1, 404, 100) {
             Answered::Closed(out) => out,
-            other => panic!("a 401 is not captured: {other:?}"),
+            other => panic!("a 404 is not captured: {other:?}"),
         }),
         ("the leader's client disconnects before an answer", |bursts| ended(bursts, 1, 100)),
         ("the leader ends while its answer is captured (a reset, a lost VM)", |bursts| {
@@ -97,6 +97,29 @@ fn what_releases_the_waiting_requests_to_go_on_their_own() {
         assert_eq!(bursts.waiting(), 0, "{name}");
         assert_eq!(bursts.arrive(4, NGINX.into(), MANIFEST, 200), Arrival::Lead, "{name}: the next request leads");
     }
+}
+
+#[test]
+fn a_leader_refused_for_its_own_credentials_hands_the_burst_to_the_next() {
+    // containerd sends a GET by digest without its token first: Harbor's 401 is that request's,
+    // not the burst's.
+    for status in [401, 403] {
+        let mut bursts = Bursts::new(MAX_WAIT_MS);
+        bursts.arrive(1, NGINX.into(), MANIFEST, 0);
+        bursts.arrive(2, NGINX.into(), MANIFEST, 10);
+        bursts.arrive(3, NGINX.into(), MANIFEST, 20);
+        let Answered::Closed(out) = bursts.answered(1, status, 100) else { panic!("{status}: not closed") };
+        assert_eq!(released(&out), [(2, &Release::Lead)], "{status}: the one that waited longest goes in its place");
+        assert!(bursts.leads(2) && !bursts.leads(1), "{status}");
+        assert_eq!(bursts.arrive(4, NGINX.into(), MANIFEST, 150), Arrival::Wait, "{status}: the burst goes on");
+        assert_eq!(bursts.answered(2, 200, 200), Answered::Capture, "{status}");
+        let out = bursts.captured(2, manifest(), 300);
+        assert_eq!(out.iter().map(|released| released.request).collect::<Vec<_>>(), [3, 4], "{status}");
+    }
+    let mut bursts = Bursts::new(MAX_WAIT_MS);
+    bursts.arrive(1, NGINX.into(), MANIFEST, 0);
+    assert_eq!(bursts.answered(1, 401, 100), Answered::Closed(Vec::new()), "nobody waits: nothing to hand over");
+    assert!(!bursts.leads(1));
 }
 
 #[test]

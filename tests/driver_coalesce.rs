@@ -121,6 +121,25 @@ fn waiting_requests_go_on_their_own_when_the_first_fails_ends_or_is_too_slow() {
 }
 
 #[test]
+fn a_first_request_refused_for_its_credentials_hands_the_burst_over() {
+    for kind in READS_BODIES {
+        let mut mirror = Emulator::configured(kind, CONFIG);
+        let anonymous = mirror.request("GET", TAG, &[("accept", INDEX)]).0;
+        let waiting: Vec<RequestId> = (0..2).map(|_| mirror.request("GET", TAG, &[("accept", INDEX), ("authorization", "Bearer t")]).0).collect();
+        mirror.respond(anonymous, 401, &[]);
+        mirror.deliver();
+        let next = waiting[0];
+        assert!(mirror.stream(next).resumed && method(&mirror, next) == "GET", "{kind:?}: the next goes to harbor as it came");
+        assert!(!mirror.stream(waiting[1]).resumed, "{kind:?}: the last still waits");
+        leader_answers(&mut mirror, next);
+        mirror.deliver();
+        assert_eq!(method(&mirror, waiting[1]), "HEAD", "{kind:?}: served from the new leader's answer");
+        assert_eq!(mirror.respond(waiting[1], 200, &[]), Flow::Pause);
+        assert_eq!(mirror.stream(waiting[1]).reply.as_ref().map(|reply| reply.body.as_bytes()), Some(MANIFEST), "{kind:?}");
+    }
+}
+
+#[test]
 fn a_waiting_request_that_goes_away_costs_nothing() {
     for kind in READS_BODIES {
         let (mut mirror, requests) = burst(kind, CONFIG, 3);

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::coalesce::{self, Answered, Arrival, Captured, Kind, Probe, Release, CAPTURED_HEADERS, MAX_CAPTURED_BYTES};
+use crate::coalesce::{self, Answered, Arrival, Captured, Kind, Probe, Release, Released, CAPTURED_HEADERS, MAX_CAPTURED_BYTES};
 use crate::host::{CallSender, Flow, Host, HostError, Level, RequestId, StreamHost};
 use crate::managed::cache::CacheEntry;
 use crate::managed::fetch::Lookup;
@@ -283,7 +283,7 @@ impl Plugin {
             Outcome::Refuse(refusal) => refuse(host, &refusal, None),
             Outcome::Coalesced(release) => {
                 match release {
-                    Release::GoOn => host.resume(),
+                    Release::GoOn | Release::Lead => host.resume(),
                     Release::Stored => {
                         // Harbor serves it from storage now.
                         self.count(host, Metric::CoalesceReleased);
@@ -317,6 +317,10 @@ impl Plugin {
         let Some(mut forwarded) = exchange.forwarded.take() else {
             return Flow::Continue;
         };
+        if matches!(exchange.part, Some(Part::Waits)) && exchange.waiting(self).is_some_and(|waiting| waiting.leads(exchange.id)) {
+            // Handed the burst when the first request's credentials were refused.
+            exchange.part = Some(Part::Leads { kind: Kind::Manifest, capture: None, probe: None });
+        }
         if matches!(exchange.part, Some(Part::Leads { .. })) {
             self.leader_answered(host, exchange);
         }
@@ -379,7 +383,11 @@ impl Plugin {
             }
             Answered::Closed(released) => {
                 exchange.part = None;
-                wake_released(&self.metrics, &self.woken, host, released, "the identical request in flight was not answered 200");
+                let why = match released.first() {
+                    Some(Released { release: Release::Lead, .. }) => "the identical request in flight was refused for its credentials: this one leads",
+                    _ => "the identical request in flight was not answered 200",
+                };
+                wake_released(&self.metrics, &self.woken, host, released, why);
             }
         }
     }

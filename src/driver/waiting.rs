@@ -70,6 +70,11 @@ impl Waiting {
         list.answered(leader, status, now)
     }
 
+    /// Whether `request` leads a burst now (a waiting one may have been handed it).
+    pub(super) fn leads(&self, request: RequestId) -> bool {
+        self.list().leads(request)
+    }
+
     /// The leader has its whole manifest.
     pub(super) fn captured(&self, host: &impl Host, leader: RequestId, captured: Captured) -> Vec<Released> {
         let now = now_ms(host);
