@@ -159,6 +159,11 @@ impl Bursts {
         Bursts { max_wait_ms, open: Vec::new() }
     }
 
+    /// Whether no burst is in flight (nothing to expire, nothing to check).
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
     /// How many requests wait, over every burst.
     pub fn waiting(&self) -> usize {
         self.open.iter().map(|(_, burst)| burst.waiters.len()).sum()

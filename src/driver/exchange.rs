@@ -492,16 +492,15 @@ impl Plugin {
             };
             wake_released(&self.metrics, &self.woken, host, released, "the identical request in flight ended without handing its answer over");
         }
-        if !exchange.waited() {
-            return;
-        }
         if exchange.waited
             && let Some((index, _)) = &exchange.active
             && let Some(tokens) = self.domains.get(*index).and_then(|domain| domain.tokens.as_ref())
         {
             tokens.fetches().on_request_end(exchange.id);
         }
-        self.woken.take(exchange.id);
+        if exchange.waited() {
+            self.woken.take(exchange.id);
+        }
     }
 }
 

@@ -94,7 +94,7 @@ impl Waiting {
     /// The requests that waited too long.
     pub(super) fn expire(&self, host: &impl Host) -> Vec<Released> {
         let mut list = self.list();
-        if list.waiting() == 0 && list.due_probes().is_empty() {
+        if list.is_empty() {
             return Vec::new();
         }
         list.expire(now_ms(host))
