@@ -15,12 +15,25 @@ const MAX_WAIT_MS: u64 = 30_000;
 const MANIFEST: Kind = Kind::Manifest;
 const LAYER: &str = "/v2/hub/library/nginx/blobs/sha256:aa";
 
-/// A manifest request of NGINX ends; who is released.
-fn ended(bursts: &mut Bursts, request: u32, now_ms: u64) -> Vec<Released> {
-    match bursts.ended(request, None, now_ms) {
-        Ended::Released(released) => released,
-        Ended::Storing => panic!("a manifest's burst does not wait for a store"),
+/// Who an answer that closes its burst releases.
+fn closed(answered: Answered) -> Vec<Released> {
+    match answered {
+        Answered::Closed(released) => released,
+        other => panic!("the burst goes on: {other:?}"),
     }
+}
+
+/// Who a leader's end releases at once.
+fn released_now(ended: Ended) -> Vec<Released> {
+    match ended {
+        Ended::Released(released) => released,
+        Ended::Storing => panic!("the burst waits for harbor's store"),
+    }
+}
+
+/// A manifest request ends; who is released.
+fn ended(bursts: &mut Bursts, request: u32, now_ms: u64) -> Vec<Released> {
+    released_now(bursts.ended(request, None, now_ms))
 }
 
 fn probe() -> Probe {
@@ -73,14 +86,8 @@ fn what_releases_the_waiting_requests_to_go_on_their_own() {
     // (name, what happens to the leader) -> requests 2 and 3 go on their own.
     type Event = fn(&mut Bursts) -> Vec<Released>;
     let cases: [(&str, Event); 4] = [
-        ("the leader is answered 500", |bursts| match bursts.answered(1, 500, 100) {
-            Answered::Closed(out) => out,
-            other => panic!("a 500 is not captured: {other:?}"),
-        }),
-        ("the leader is answered 404", |bursts| match bursts.answered(1, 404, 100) {
-            Answered::Closed(out) => out,
-            other => panic!("a 404 is not captured: {other:?}"),
-        }),
+        ("the leader is answered 500", |bursts| closed(bursts.answered(1, 500, 100))),
+        ("the leader is answered 404", |bursts| closed(bursts.answered(1, 404, 100))),
         ("the leader's client disconnects before an answer", |bursts| ended(bursts, 1, 100)),
         ("the leader ends while its answer is captured (a reset, a lost VM)", |bursts| {
             assert_eq!(bursts.answered(1, 200, 90), Answered::Capture);
@@ -108,7 +115,7 @@ fn a_leader_refused_for_its_own_credentials_hands_the_burst_to_the_next() {
         bursts.arrive(1, NGINX.into(), MANIFEST, 0);
         bursts.arrive(2, NGINX.into(), MANIFEST, 10);
         bursts.arrive(3, NGINX.into(), MANIFEST, 20);
-        let Answered::Closed(out) = bursts.answered(1, status, 100) else { panic!("{status}: not closed") };
+        let out = closed(bursts.answered(1, status, 100));
         assert_eq!(released(&out), [(2, &Release::Lead)], "{status}: the one that waited longest goes in its place");
         assert!(bursts.leads(2) && !bursts.leads(1), "{status}");
         assert_eq!(bursts.arrive(4, NGINX.into(), MANIFEST, 150), Arrival::Wait, "{status}: the burst goes on");
@@ -222,20 +229,11 @@ fn waiting_blob_requests_are_released_once_harbor_has_stored_the_blob() {
 fn waiting_blob_requests_go_on_their_own_when_the_leader_fails_or_harbor_takes_too_long() {
     type Event = fn(&mut Bursts) -> Vec<Released>;
     let cases: [(&str, Event); 4] = [
-        ("the leader is answered 404", |bursts| match bursts.answered(1, 404, 100) {
-            Answered::Closed(out) => out,
-            other => panic!("{other:?}"),
-        }),
-        ("the leader ends before its answer", |bursts| match bursts.ended(1, Some(probe()), 100) {
-            Ended::Released(out) => out,
-            Ended::Storing => panic!("nothing was streamed"),
-        }),
+        ("the leader is answered 404", |bursts| closed(bursts.answered(1, 404, 100))),
+        ("the leader ends before its answer", |bursts| released_now(bursts.ended(1, Some(probe()), 100))),
         ("the leader's cluster could not be read", |bursts| {
             bursts.answered(1, 200, 50);
-            match bursts.ended(1, None, 100) {
-                Ended::Released(out) => out,
-                Ended::Storing => panic!("no probe"),
-            }
+            released_now(bursts.ended(1, None, 100))
         }),
         ("harbor has not stored it within max_wait_ms", |bursts| {
             bursts.answered(1, 200, 50);

@@ -239,6 +239,17 @@ pcm_get_many() {
   done
   wait "${pids[@]}"
 }
+# pcm_get_at_once COUNT PATH NAME TOKEN DIGEST: COUNT concurrent GETs of PATH through the mirror
+# with TOKEN, each answered 200 with content of DIGEST (bodies in $PROXY_DIR/NAME-1...).
+pcm_get_at_once() {
+  local tokens=() i
+  for ((i = 0; i < $1; i++)); do tokens+=("$4"); done
+  pcm_get_many "$PROXY_DIR/$3" "$2" "${tokens[@]}"
+  for ((i = 1; i <= $1; i++)); do
+    expect_eq "GET $i" "$(cat "$PROXY_DIR/$3-$i.status")" 200
+    expect_eq "GET $i's content" "$(digest_of "$PROXY_DIR/$3-$i")" "$5"
+  done
+}
 pcm_stat() { # pcm_stat NAME: the filter's counter NAME (without harbor_mirror.) in the mirror's /stats
   curl -s "http://127.0.0.1:$PCM_ADMIN/stats?filter=harbor_mirror" | awk -F': ' -v name="${STAT}harbor_mirror.$1" '$1 == name {print $2}'
 }
@@ -252,14 +263,8 @@ case_filter_a_burst_of_manifest_gets_costs_one_upstream_get() {
   [ -n "$token" ] && [ "$token" != null ] || { echo "FAIL: no token through the mirror"; return 1; }
   local mark; mark=$(upstream_mark)
   pc_control '{"delay": 1.0}'
-  local tokens=() i
-  for ((i = 0; i < 20; i++)); do tokens+=("$token"); done
-  pcm_get_many "$PROXY_DIR/crowd" "/v2/library/crowd/manifests/1?ns=docker.io" "${tokens[@]}"
+  pcm_get_at_once 20 "/v2/library/crowd/manifests/1?ns=docker.io" crowd "$token" "$PC_CROWD"
   pc_control '{"delay": 0}'
-  for ((i = 1; i <= 20; i++)); do
-    expect_eq "GET $i" "$(cat "$PROXY_DIR/crowd-$i.status")" 200
-    expect_eq "GET $i's manifest" "$(digest_of "$PROXY_DIR/crowd-$i")" "$PC_CROWD"
-  done
   at_most "upstream manifest GETs for 20 at once ($ADAPTER)" \
     "$(upstream_calls "$mark" '.kind == "manifest" and .method == "GET" and .repository == "library/crowd"')" "$PCM_MOST_GETS"
   sleep 1 # the wasm VMs hand their counts over on their 500 ms tick
@@ -330,14 +335,8 @@ case_filter_a_burst_of_layer_gets_costs_at_most_two_downloads() {
   local token; token=$(pcm_token docker.io library/biglayer)
   local mark; mark=$(upstream_mark)
   pc_control '{"delay": 1.0}'
-  local tokens=() i
-  for ((i = 0; i < 10; i++)); do tokens+=("$token"); done
-  pcm_get_many "$PROXY_DIR/big" "/v2/library/biglayer/blobs/$layer?ns=docker.io" "${tokens[@]}"
+  pcm_get_at_once 10 "/v2/library/biglayer/blobs/$layer?ns=docker.io" big "$token" "$layer"
   pc_control '{"delay": 0}'
-  for ((i = 1; i <= 10; i++)); do
-    expect_eq "GET $i" "$(cat "$PROXY_DIR/big-$i.status")" 200
-    expect_eq "GET $i's layer" "$(digest_of "$PROXY_DIR/big-$i")" "$layer"
-  done
   # Harbor streams the layer and downloads it again to store it: 2 per leader (one per waiting list).
   at_most "upstream downloads for 10 GETs at once ($ADAPTER)" \
     "$(upstream_calls "$mark" '.kind == "blob" and .method == "GET" and .repository == "library/biglayer"')" $((2 * PCM_MOST_GETS))
